@@ -1,0 +1,52 @@
+# The two commands of the README: `make demo` and `make test`. Everything else supports them.
+SHELL := /bin/bash
+PYTHON ?= $(shell scripts/find-python)
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+export PGHOST ?= 127.0.0.1
+export PGPORT ?= 5432
+export PGUSER ?= postgres
+
+.PHONY: help venv test test-sqlite test-postgres lint ci demo bench clean
+
+help:
+	@echo "make demo   set everything up and run real jobs end to end through the local QStash server"
+	@echo "make test   set everything up and run the test suite on SQLite and PostgreSQL"
+	@echo "make lint   ruff, mypy and the migrations check"
+	@echo "make ci     lint and test, as CI runs them"
+
+# The virtualenv is rebuilt when the project's dependencies change.
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test,lint]"
+	@touch $@
+
+venv: $(BIN)/.installed
+
+test: venv test-sqlite test-postgres
+
+test-sqlite: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-postgres: venv
+	scripts/ensure-postgres
+	TEST_DB=postgres $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python -m django makemigrations --check --dry-run --settings=tests.settings
+
+ci: lint test
+
+demo: venv
+	$(BIN)/python -m demo
+
+bench: venv
+	$(BIN)/python bench/enqueue.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info test-db.sqlite3 tests.sqlite3

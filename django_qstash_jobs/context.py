@@ -1,0 +1,50 @@
+"""The context a handler receives: who it runs for, which attempt, and progress reporting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.utils import timezone
+
+if TYPE_CHECKING:
+    from django_qstash_jobs.models import JobExecution
+
+
+@dataclass
+class JobContext:
+    """Passed to every handler as its second argument."""
+
+    job_id: str
+    job_type: str
+    #: 1 on the first attempt, 2 on the first retry, ...
+    attempt: int
+    max_retries: int
+    #: ``user_id``, ``organization_id`` and ``idempotency_key``, as given to ``enqueue``.
+    metadata: dict[str, Any]
+    execution: JobExecution
+    lease_seconds: int = 300
+
+    @property
+    def is_last_attempt(self) -> bool:
+        """True when a failure now fails the job instead of retrying it."""
+        return self.attempt > self.max_retries
+
+    def set_progress(self, percent: int | float, message: str = "") -> None:
+        """Record progress (0-100) on the row, for the admin and the status API.
+
+        It also renews the job's lease, so a long job that reports progress is not taken over.
+        """
+        from django_qstash_jobs.models import JobExecution
+
+        percent = max(0, min(100, int(percent)))
+        now = timezone.now()
+        JobExecution.objects.filter(pk=self.execution.pk).update(
+            progress=percent,
+            progress_message=message[:255],
+            lease_expires_at=now + timedelta(seconds=self.lease_seconds),
+            updated_at=now,
+        )
+        self.execution.progress = percent
+        self.execution.progress_message = message[:255]

@@ -1,0 +1,241 @@
+"""``job_dispatcher``: the one entry point to enqueue, cancel and retry jobs."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from django_qstash_jobs import outbox, signals
+from django_qstash_jobs.conf import get_config
+from django_qstash_jobs.exceptions import EnqueueError, JobStateError
+from django_qstash_jobs.models import CLAIMABLE_STATUSES, JobExecution, JobStatus
+from django_qstash_jobs.options import (
+    EnqueueOptions,
+    JobMetadata,
+    PublishOptions,
+    check_keys,
+    parse_metadata,
+    parse_options,
+)
+from django_qstash_jobs.registry import registry
+from django_qstash_jobs.transports import get_transport
+
+logger = logging.getLogger("django_qstash_jobs")
+
+_ENQUEUE_MANY_KEYS = frozenset({"job_type", "payload", "metadata", "options"})
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    execution: JobExecution
+    idempotency_key: str | None
+
+
+class JobDispatcher:
+    """Enqueues, cancels and retries jobs. Use the module-level ``job_dispatcher``."""
+
+    def enqueue(
+        self,
+        job_type: str,
+        payload: Mapping[str, Any] | Any = None,
+        metadata: JobMetadata | Mapping[str, Any] | None = None,
+        options: EnqueueOptions | Mapping[str, Any] | None = None,
+    ) -> str:
+        """Validate, record and publish one job; return its job id.
+
+        Inside ``transaction.atomic()`` the publish waits for the commit. Outside, a failed
+        publish raises :class:`EnqueueError`; the row stays ``pending`` for ``republish_jobs``.
+        With an ``idempotency_key`` that was used before, the first job's id is returned and
+        nothing is published.
+        """
+        prepared = self._prepare(job_type, payload, metadata, options)
+        execution = prepared.execution
+        if prepared.idempotency_key is None:
+            execution.save(force_insert=True)
+        else:
+            existing = self._insert_once(execution, prepared.idempotency_key)
+            if existing is not None:
+                return existing
+        signals.send_lifecycle(signals.job_enqueued, execution)
+        outbox.publish_on_commit([execution])
+        return execution.job_id
+
+    def enqueue_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Enqueue many jobs with one INSERT and one batch publish; return their ids in order.
+
+        Each job is a dict with ``job_type`` and optionally ``payload``, ``metadata`` and
+        ``options``. Every payload is validated before anything is recorded, so one bad job
+        records none. Idempotency keys behave as in :meth:`enqueue`.
+        """
+        prepared: list[_Prepared] = []
+        for index, job in enumerate(jobs):
+            check_keys(job, _ENQUEUE_MANY_KEYS, f"enqueue_many job #{index}")
+            if "job_type" not in job:
+                raise TypeError(f"enqueue_many job #{index} has no 'job_type'.")
+            prepared.append(
+                self._prepare(
+                    job["job_type"], job.get("payload"), job.get("metadata"), job.get("options")
+                )
+            )
+        if not prepared:
+            return []
+
+        # The first job with a given key wins, within the batch and against earlier enqueues.
+        first_with_key: dict[str, _Prepared] = {}
+        to_insert: list[JobExecution] = []
+        for item in prepared:
+            key = item.idempotency_key
+            if key is not None:
+                if key in first_with_key:
+                    continue
+                first_with_key[key] = item
+            to_insert.append(item.execution)
+        JobExecution.objects.bulk_create(to_insert, ignore_conflicts=bool(first_with_key))
+
+        job_id_for_key: dict[str, str] = {}
+        if first_with_key:
+            winners = JobExecution.objects.filter(idempotency_key__in=list(first_with_key))
+            job_id_for_key = {
+                key: job_id
+                for key, job_id in winners.values_list("idempotency_key", "job_id")
+                if key is not None
+            }
+        created = [
+            execution
+            for execution in to_insert
+            if execution.idempotency_key is None
+            or job_id_for_key.get(execution.idempotency_key) == execution.job_id
+        ]
+        for execution in created:
+            signals.send_lifecycle(signals.job_enqueued, execution)
+        outbox.publish_on_commit(created)
+        return [
+            job_id_for_key[item.idempotency_key]
+            if item.idempotency_key is not None
+            else item.execution.job_id
+            for item in prepared
+        ]
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job that has not started; return False if it already started or finished.
+
+        The row becomes ``cancelled`` first, so a delivery that races the cancel is acknowledged
+        without running; then the QStash message is cancelled if it was not delivered yet.
+        Raises ``JobExecution.DoesNotExist`` for an unknown job id.
+        """
+        now = timezone.now()
+        cancelled = JobExecution.objects.filter(
+            job_id=job_id, status__in=CLAIMABLE_STATUSES
+        ).update(status=JobStatus.CANCELLED, finished_at=now, lease_expires_at=None, updated_at=now)
+        execution = JobExecution.objects.get(job_id=job_id)
+        if not cancelled:
+            return False
+        if execution.message_id:
+            try:
+                get_transport().cancel(execution.message_id)
+            except EnqueueError as exc:
+                # The row is cancelled, so a delivery would be acknowledged without running.
+                logger.warning("Cancelling QStash message %s failed: %s", execution.message_id, exc)
+        return True
+
+    def retry(self, job_id: str) -> str:
+        """Publish a failed or cancelled job again, under the same job id; return the id.
+
+        Raises :class:`JobStateError` for a job in another state, ``JobExecution.DoesNotExist``
+        for an unknown id, and :class:`EnqueueError` if the publish fails (the row is then
+        ``pending`` and ``republish_jobs`` will publish it).
+        """
+        execution = JobExecution.objects.get(job_id=job_id)
+        retryable = (JobStatus.FAILED, JobStatus.CANCELLED)
+        if execution.status not in retryable:
+            raise JobStateError(
+                f"Job {job_id} is {execution.status}; only failed or cancelled jobs can be retried."
+            )
+        # A new deduplication id, or QStash would drop this publish as a repeat of the first.
+        options = PublishOptions.from_json(execution.options)
+        options = replace(options, deduplication_id=f"{job_id}:retry:{uuid.uuid4().hex[:12]}")
+        reset = JobExecution.objects.filter(pk=execution.pk, status__in=retryable).update(
+            status=JobStatus.PENDING,
+            options=options.as_json(),
+            attempts=0,
+            result=None,
+            error="",
+            traceback="",
+            progress=0,
+            progress_message="",
+            started_at=None,
+            finished_at=None,
+            updated_at=timezone.now(),
+        )
+        if not reset:
+            raise JobStateError(f"Job {job_id} changed state while being retried; try again.")
+        execution.refresh_from_db()
+        outbox.publish_on_commit([execution])
+        return job_id
+
+    def _prepare(
+        self,
+        job_type: str,
+        payload: Any,
+        metadata: Mapping[str, Any] | None,
+        options: Mapping[str, Any] | None,
+    ) -> _Prepared:
+        definition = registry.get(job_type)
+        stored_payload = definition.serialize({} if payload is None else payload)
+        parsed_metadata = parse_metadata(metadata)
+        publish_options = parse_options(options)
+        if publish_options.retries is not None:
+            max_retries = publish_options.retries
+        elif definition.retries is not None:
+            max_retries = definition.retries
+        else:
+            max_retries = get_config().default_retries
+        key = parsed_metadata.get("idempotency_key")
+        execution = JobExecution(
+            job_type=job_type,
+            payload=stored_payload,
+            user_id=_text(parsed_metadata.get("user_id")),
+            organization_id=_text(parsed_metadata.get("organization_id")),
+            idempotency_key=key,
+            metadata=parsed_metadata,
+            max_retries=max_retries,
+        )
+        publish_options = replace(publish_options, deduplication_id=key or execution.job_id)
+        execution.options = publish_options.as_json()
+        return _Prepared(execution=execution, idempotency_key=key)
+
+    @staticmethod
+    def _insert_once(execution: JobExecution, key: str) -> str | None:
+        """Insert the row; if its idempotency key exists, return the existing job's id instead."""
+        try:
+            with transaction.atomic():
+                execution.save(force_insert=True)
+        except IntegrityError:
+            existing = (
+                JobExecution.objects.filter(idempotency_key=key)
+                .values_list("job_id", flat=True)
+                .first()
+            )
+            if existing is None:
+                raise
+            return existing
+        return None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+#: The dispatcher every caller uses.
+job_dispatcher = JobDispatcher()
+
+
+def get_job_execution_by_job_id(job_id: str) -> JobExecution | None:
+    """The job's row, or None if there is no such job."""
+    return JobExecution.objects.filter(job_id=job_id).first()

@@ -1,0 +1,56 @@
+"""The exceptions django-qstash-jobs raises, each saying what went wrong and what to fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class QStashJobsError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class EnqueueError(QStashJobsError):
+    """A job could not be enqueued.
+
+    Raised as is when the job was recorded but QStash refused the publish or could not be
+    reached: the `JobExecution` row stays ``pending`` and ``manage.py republish_jobs`` publishes
+    it later, so the job is not lost. ``job_ids`` names the rows left pending.
+    """
+
+    def __init__(self, message: str, *, job_ids: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.job_ids: list[str] = job_ids or []
+
+
+class JobValidationError(EnqueueError, ValueError):
+    """The payload does not match the job type's schema; nothing was recorded.
+
+    ``errors`` holds one entry per problem: ``{"field": "a.b", "message": "...", "type": "..."}``.
+    """
+
+    def __init__(self, message: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.errors: list[dict[str, Any]] = errors or []
+
+
+class UnknownJobTypeError(EnqueueError, LookupError):
+    """No job type is registered under this name."""
+
+
+class JobStateError(QStashJobsError, ValueError):
+    """The job is not in a state that allows the operation (e.g. retrying a running job)."""
+
+
+class ScheduleError(QStashJobsError, ValueError):
+    """A schedule is invalid (bad cron expression, unknown job type) or could not be synced."""
+
+
+class PermanentJobError(QStashJobsError):
+    """Raised by a handler to fail the job now: it is not retried.
+
+    The message is stored as the job's error, so make it useful to whoever reads the admin.
+    """
+
+
+class SignatureError(QStashJobsError):
+    """A delivery's ``Upstash-Signature`` did not verify. The reason is logged, never answered."""

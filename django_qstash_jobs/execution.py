@@ -1,0 +1,261 @@
+"""Running one delivery of a job: claim the row, run the handler, record the outcome.
+
+The HTTP receiver and the ``immediate`` transport both call :func:`execute`, so a test of the
+immediate path exercises the code that serves QStash.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from pydantic import BaseModel
+
+from django_qstash_jobs import signals
+from django_qstash_jobs.conf import get_config
+from django_qstash_jobs.context import JobContext
+from django_qstash_jobs.exceptions import (
+    JobValidationError,
+    PermanentJobError,
+    UnknownJobTypeError,
+)
+from django_qstash_jobs.models import (
+    CLAIMABLE_STATUSES,
+    FINISHED_STATUSES,
+    JobExecution,
+    JobSchedule,
+    JobStatus,
+)
+from django_qstash_jobs.registry import registry
+
+logger = logging.getLogger("django_qstash_jobs")
+
+
+class Outcome(enum.Enum):
+    """What became of one delivery; the receiver turns it into an HTTP answer."""
+
+    #: The handler ran and succeeded.
+    COMPLETED = "completed"
+    #: The job was already finished or cancelled: nothing ran, the delivery is acknowledged.
+    ACKNOWLEDGED = "acknowledged"
+    #: The handler failed and QStash should deliver again.
+    RETRY = "retry"
+    #: The handler failed on the last attempt: the job is failed.
+    FAILED = "failed"
+    #: The job can never succeed (bad payload, unknown type, PermanentJobError, unknown job):
+    #: QStash must not retry.
+    REJECTED = "rejected"
+    #: Another delivery holds the job right now; QStash should try again later.
+    BUSY = "busy"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One delivery of a message, as QStash describes it."""
+
+    job_id: str | None
+    message_id: str | None = None
+    #: ``Upstash-Retried``: 0 on the first delivery of the message.
+    retried: int = 0
+    #: ``Upstash-Schedule-Id`` when a schedule produced the message.
+    schedule_id: str | None = None
+
+
+def execute(delivery: Delivery) -> Outcome:
+    """Run one delivery to its end and record the outcome on the job's row."""
+    job_id = delivery.job_id or _job_id_for_schedule_firing(delivery)
+    if job_id is None:
+        logger.warning("Delivery %s names no job and no known schedule.", delivery.message_id)
+        return Outcome.REJECTED
+
+    config = get_config()
+    execution = _claim(job_id, config.lease_seconds)
+    if execution is None:
+        return _unclaimed_outcome(job_id)
+
+    attempt = delivery.retried + 1
+    context = JobContext(
+        job_id=execution.job_id,
+        job_type=execution.job_type,
+        attempt=attempt,
+        max_retries=execution.max_retries,
+        metadata=dict(execution.metadata),
+        execution=execution,
+        lease_seconds=config.lease_seconds,
+    )
+    signals.send_lifecycle(signals.job_started, execution, attempt=attempt)
+    try:
+        job_type = registry.get(execution.job_type)
+        payload = job_type.validate(execution.payload)
+        result = _json_result(job_type.handler(payload, context))
+    except (PermanentJobError, UnknownJobTypeError, JobValidationError) as exc:
+        _record_failure(execution, exc, final=True)
+        return Outcome.REJECTED
+    except Exception as exc:
+        final = delivery.retried >= execution.max_retries
+        _record_failure(execution, exc, final=final)
+        return Outcome.FAILED if final else Outcome.RETRY
+    _record_success(execution, result)
+    return Outcome.COMPLETED
+
+
+def _claim(job_id: str, lease_seconds: int) -> JobExecution | None:
+    """Move the job to ``running`` in one conditional UPDATE; return it, or None if not ours.
+
+    Two deliveries of one message race on this UPDATE and only one matches a row, so a handler
+    never runs twice at once. A ``running`` row whose lease ran out (its worker died) matches too.
+    """
+    now = timezone.now()
+    claimed = (
+        JobExecution.objects.filter(job_id=job_id)
+        .filter(
+            Q(status__in=CLAIMABLE_STATUSES) | Q(status=JobStatus.RUNNING, lease_expires_at__lt=now)
+        )
+        .update(
+            status=JobStatus.RUNNING,
+            attempts=F("attempts") + 1,
+            started_at=Coalesce("started_at", Value(now)),
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            updated_at=now,
+        )
+    )
+    if not claimed:
+        return None
+    return JobExecution.objects.get(job_id=job_id)
+
+
+def _unclaimed_outcome(job_id: str) -> Outcome:
+    status = JobExecution.objects.filter(job_id=job_id).values_list("status", flat=True).first()
+    if status is None:
+        # The row is gone (deleted, or never committed): retrying cannot bring it back.
+        logger.warning("Delivery for unknown job %s rejected.", job_id)
+        return Outcome.REJECTED
+    if status in FINISHED_STATUSES:
+        return Outcome.ACKNOWLEDGED
+    return Outcome.BUSY
+
+
+def _json_result(result: Any) -> Any:
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json")
+    try:
+        return json.loads(json.dumps(result, cls=DjangoJSONEncoder))
+    except (TypeError, ValueError) as exc:
+        raise PermanentJobError(
+            f"The handler returned a {type(result).__name__}, which is not JSON-serialisable; "
+            "return a dict, list, str, number, bool or None."
+        ) from exc
+
+
+def _fenced(execution: JobExecution) -> Any:
+    # Only the delivery that holds the claim may record an outcome: if our lease ran out and
+    # another delivery took the job over, its attempt count moved on and this matches nothing.
+    return JobExecution.objects.filter(
+        pk=execution.pk, status=JobStatus.RUNNING, attempts=execution.attempts
+    )
+
+
+def _record_success(execution: JobExecution, result: Any) -> None:
+    now = timezone.now()
+    updated = _fenced(execution).update(
+        status=JobStatus.COMPLETED,
+        result=result,
+        error="",
+        traceback="",
+        progress=100,
+        finished_at=now,
+        lease_expires_at=None,
+        updated_at=now,
+    )
+    if not updated:
+        logger.warning("Job %s finished after its lease was taken over.", execution.job_id)
+        return
+    execution.status, execution.result, execution.finished_at = JobStatus.COMPLETED, result, now
+    execution.progress = 100
+    signals.send_lifecycle(signals.job_succeeded, execution, result=result)
+
+
+def _record_failure(execution: JobExecution, exc: Exception, *, final: bool) -> None:
+    now = timezone.now()
+    error = f"{type(exc).__name__}: {exc}"
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    status = JobStatus.FAILED if final else JobStatus.RETRYING
+    updated = _fenced(execution).update(
+        status=status,
+        error=error,
+        traceback=trace,
+        finished_at=now if final else None,
+        lease_expires_at=None,
+        updated_at=now,
+    )
+    if not updated:
+        logger.warning("Job %s failed after its lease was taken over.", execution.job_id)
+        return
+    execution.status, execution.error, execution.traceback = status, error, trace
+    if final:
+        execution.finished_at = now
+        logger.error("Job %s (%s) failed: %s", execution.job_id, execution.job_type, error)
+        signals.send_lifecycle(signals.job_failed, execution, error=error, exception=exc)
+    else:
+        logger.info("Job %s (%s) will be retried: %s", execution.job_id, execution.job_type, error)
+        signals.send_lifecycle(signals.job_retrying, execution, error=error, exception=exc)
+
+
+def _job_id_for_schedule_firing(delivery: Delivery) -> str | None:
+    """The row of a schedule's firing, created on its first delivery and keyed by message id."""
+    if not (delivery.schedule_id and delivery.message_id):
+        return None
+    existing = (
+        JobExecution.objects.filter(message_id=delivery.message_id)
+        .values_list("job_id", flat=True)
+        .first()
+    )
+    if existing:
+        return existing
+    schedule = JobSchedule.objects.filter(schedule_id=delivery.schedule_id).first()
+    if schedule is None:
+        return None
+    try:
+        job_type = registry.get(schedule.job_type)
+        retries = job_type.retries
+    except UnknownJobTypeError:
+        retries = None  # Recorded anyway; the claim below fails it visibly.
+    try:
+        execution = JobExecution.objects.create(
+            job_type=schedule.job_type,
+            status=JobStatus.QUEUED,
+            payload=schedule.payload,
+            user_id=schedule.user_id,
+            organization_id=schedule.organization_id,
+            metadata=_schedule_metadata(schedule),
+            message_id=delivery.message_id,
+            schedule=schedule,
+            max_retries=get_config().default_retries if retries is None else retries,
+        )
+    except IntegrityError:
+        # A concurrent delivery of the same firing created it first.
+        return (
+            JobExecution.objects.filter(message_id=delivery.message_id)
+            .values_list("job_id", flat=True)
+            .first()
+        )
+    return execution.job_id
+
+
+def _schedule_metadata(schedule: JobSchedule) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    if schedule.user_id is not None:
+        metadata["user_id"] = schedule.user_id
+    if schedule.organization_id is not None:
+        metadata["organization_id"] = schedule.organization_id
+    return metadata

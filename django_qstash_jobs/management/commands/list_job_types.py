@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from django_qstash_jobs.conf import get_config
+from django_qstash_jobs.registry import registry
+
+
+class Command(BaseCommand):
+    help = "List the registered job types with their handler, schema and retries."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        default_retries = get_config().default_retries
+        rows = [
+            (
+                job_type.name,
+                f"{job_type.handler.__module__}.{job_type.handler.__qualname__}",
+                job_type.schema.__name__ if job_type.schema else "-",
+                str(default_retries if job_type.retries is None else job_type.retries),
+            )
+            for job_type in registry
+        ]
+        header = ("JOB TYPE", "HANDLER", "SCHEMA", "RETRIES")
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            self.stdout.write(
+                "  ".join(
+                    cell.ljust(width) for cell, width in zip(row, widths, strict=True)
+                ).rstrip()
+            )

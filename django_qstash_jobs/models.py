@@ -1,0 +1,168 @@
+"""The job record (`JobExecution`) and cron schedules (`JobSchedule`)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+def new_job_id() -> str:
+    """A new, unguessable job id (it appears in status URLs)."""
+    return str(uuid.uuid4())
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    QUEUED = "queued", _("Queued")
+    RUNNING = "running", _("Running")
+    RETRYING = "retrying", _("Retrying")
+    COMPLETED = "completed", _("Completed")
+    FAILED = "failed", _("Failed")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+#: A delivery may claim a job in these states.
+CLAIMABLE_STATUSES = (JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RETRYING)
+#: A job in these states is over; further deliveries are acknowledged without running.
+FINISHED_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+# The nullable CharFields below are deliberate (DJ001): NULL means "not given", and for the
+# unique ones (idempotency key, message id) only NULL may repeat.
+
+
+class JobSchedule(models.Model):
+    """A cron schedule that enqueues a job type each time it fires."""
+
+    schedule_id = models.CharField(
+        _("schedule id"),
+        max_length=128,
+        unique=True,
+        help_text=_("Also the QStash schedule id."),
+    )
+    name = models.CharField(_("name"), max_length=200, unique=True)
+    job_type = models.CharField(_("job type"), max_length=100)
+    cron = models.CharField(_("cron"), max_length=200)
+    payload = models.JSONField(_("payload"), default=dict, blank=True)
+    user_id = models.CharField(_("user id"), max_length=64, null=True, blank=True)  # noqa: DJ001
+    organization_id = models.CharField(_("organization id"), max_length=64, null=True, blank=True)  # noqa: DJ001
+    paused = models.BooleanField(_("paused"), default=False)
+    last_synced_at = models.DateTimeField(_("last synced at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("job schedule")
+        verbose_name_plural = _("job schedules")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.cron})"
+
+    def next_runs(self, n: int = 5, *, after: datetime | None = None) -> list[datetime]:
+        """The next ``n`` times this schedule fires (timezone-aware, UTC unless ``CRON_TZ=``)."""
+        from django_qstash_jobs.cron import next_runs
+
+        return next_runs(self.cron, n, after=after)
+
+
+class JobExecution(models.Model):
+    """One job: what to run, its state, and its outcome."""
+
+    job_id = models.CharField(
+        _("job id"), max_length=64, unique=True, default=new_job_id, editable=False
+    )
+    job_type = models.CharField(_("job type"), max_length=100)
+    status = models.CharField(
+        _("status"), max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING
+    )
+    payload = models.JSONField(_("payload"), default=dict, blank=True)
+    user_id = models.CharField(_("user id"), max_length=64, null=True, blank=True)  # noqa: DJ001
+    organization_id = models.CharField(_("organization id"), max_length=64, null=True, blank=True)  # noqa: DJ001
+    idempotency_key = models.CharField(
+        _("idempotency key"), max_length=255, null=True, blank=True, unique=True
+    )
+    #: All metadata as given to enqueue, with its original types.
+    metadata = models.JSONField(_("metadata"), default=dict, blank=True)
+    message_id = models.CharField(
+        _("QStash message id"), max_length=128, null=True, blank=True, unique=True
+    )
+    schedule = models.ForeignKey(
+        JobSchedule,
+        verbose_name=_("schedule"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="executions",
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    max_retries = models.PositiveIntegerField(_("max retries"), default=3)
+    result = models.JSONField(_("result"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True, default="")
+    traceback = models.TextField(_("traceback"), blank=True, default="")
+    progress = models.PositiveSmallIntegerField(_("progress"), default=0)
+    progress_message = models.CharField(
+        _("progress message"), max_length=255, blank=True, default=""
+    )
+    #: Publish options as given to enqueue (delay, callbacks, headers...).
+    options = models.JSONField(_("options"), default=dict, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    #: While ``running``: when another delivery may take the job over (crashed worker).
+    lease_expires_at = models.DateTimeField(_("lease expires at"), null=True, blank=True)
+    #: While ``pending``: when a republish run claimed the row, so two runs never both publish.
+    publish_claimed_at = models.DateTimeField(_("publish claimed at"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("job execution")
+        verbose_name_plural = _("job executions")
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="qstash_job_status_created"),
+            models.Index(fields=["job_type", "created_at"], name="qstash_job_type_created"),
+            models.Index(fields=["created_at"], name="qstash_job_created"),
+            models.Index(fields=["user_id"], name="qstash_job_user"),
+            models.Index(fields=["organization_id"], name="qstash_job_org"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_type} {self.job_id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def duration(self) -> timedelta | None:
+        """Time from the first start to the end, for finished jobs."""
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+    def as_status(self) -> dict[str, Any]:
+        """The job's state as JSON for status endpoints and polling."""
+        return {
+            "job_id": self.job_id,
+            "job_type": self.job_type,
+            "status": self.status,
+            "progress": self.progress,
+            "progress_message": self.progress_message,
+            "attempts": self.attempts,
+            "max_retries": self.max_retries,
+            "result": self.result,
+            "error": self.error,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None

@@ -1,0 +1,180 @@
+"""The ``metadata`` and ``options`` arguments of ``enqueue``: their keys, checks and defaults."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypedDict
+from urllib.parse import urlsplit
+
+
+class JobMetadata(TypedDict, total=False):
+    """Who a job is for, and how to recognise it when it is enqueued twice."""
+
+    user_id: int | str
+    organization_id: int | str
+    #: A second enqueue with the same key returns the first job's id and publishes nothing.
+    idempotency_key: str
+
+
+class EnqueueOptions(TypedDict, total=False):
+    """How QStash delivers the job."""
+
+    #: Milliseconds (as in the original API) or a ``timedelta``.
+    delay: int | timedelta
+    #: Retries after the first attempt; overrides the job type's default.
+    retries: int
+    #: URL QStash calls with the receiver's response after each attempt.
+    callback: str
+    #: URL QStash calls once the job has failed for good.
+    failure_callback: str
+    #: Headers forwarded to the receiver with the delivery.
+    headers: dict[str, str]
+
+
+METADATA_KEYS = frozenset(JobMetadata.__annotations__)
+OPTION_KEYS = frozenset(EnqueueOptions.__annotations__)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_MAX_RETRIES = 100
+
+
+@dataclass(frozen=True)
+class PublishOptions:
+    """Options checked and normalised: what a transport needs to publish one job."""
+
+    delay_seconds: int = 0
+    retries: int | None = None
+    callback: str | None = None
+    failure_callback: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    #: Sent as ``Upstash-Deduplication-Id``: the idempotency key, else the job id (a new one for
+    #: each manual retry), so a publish repeated after an ambiguous failure is not delivered twice.
+    deduplication_id: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The options as stored on the row (so a republish uses the same ones)."""
+        stored: dict[str, Any] = {}
+        if self.delay_seconds:
+            stored["delay_seconds"] = self.delay_seconds
+        if self.retries is not None:
+            stored["retries"] = self.retries
+        if self.callback:
+            stored["callback"] = self.callback
+        if self.failure_callback:
+            stored["failure_callback"] = self.failure_callback
+        if self.headers:
+            stored["headers"] = self.headers
+        if self.deduplication_id:
+            stored["deduplication_id"] = self.deduplication_id
+        return stored
+
+    @classmethod
+    def from_json(cls, stored: Mapping[str, Any]) -> PublishOptions:
+        return cls(
+            delay_seconds=int(stored.get("delay_seconds", 0)),
+            retries=stored.get("retries"),
+            callback=stored.get("callback"),
+            failure_callback=stored.get("failure_callback"),
+            headers=dict(stored.get("headers", {})),
+            deduplication_id=stored.get("deduplication_id"),
+        )
+
+
+def check_keys(given: Mapping[str, Any] | None, allowed: frozenset[str], what: str) -> None:
+    """Raise ``TypeError`` naming each key of ``given`` that is not in ``allowed``."""
+    if given is None:
+        return
+    if not isinstance(given, Mapping):
+        raise TypeError(f"{what} must be a dict, not {type(given).__name__}.")
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise TypeError(
+            f"Unknown {what} key{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(allowed))}."
+        )
+
+
+def parse_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check ``metadata`` and return it as a plain dict without ``None`` values."""
+    check_keys(metadata, METADATA_KEYS, "metadata")
+    parsed = {key: value for key, value in (metadata or {}).items() if value is not None}
+    for key in ("user_id", "organization_id"):
+        if key in parsed and not isinstance(parsed[key], (int, str)):
+            raise TypeError(f"metadata[{key!r}] must be an int or a str.")
+        if key in parsed and len(str(parsed[key])) > 64:
+            raise ValueError(f"metadata[{key!r}] is longer than 64 characters.")
+    idempotency_key = parsed.get("idempotency_key")
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str) or not idempotency_key or len(idempotency_key) > 255
+    ):
+        raise ValueError(
+            "metadata['idempotency_key'] must be a non-empty str of 255 characters at most."
+        )
+    return parsed
+
+
+def parse_options(options: Mapping[str, Any] | None) -> PublishOptions:
+    """Check ``options`` and return them normalised."""
+    check_keys(options, OPTION_KEYS, "options")
+    options = options or {}
+    retries = options.get("retries")
+    if retries is not None and (
+        isinstance(retries, bool)
+        or not isinstance(retries, int)
+        or not 0 <= retries <= _MAX_RETRIES
+    ):
+        raise ValueError(f"options['retries'] must be an integer from 0 to {_MAX_RETRIES}.")
+    return PublishOptions(
+        delay_seconds=_delay_seconds(options.get("delay")),
+        retries=retries,
+        callback=_url(options.get("callback"), "callback"),
+        failure_callback=_url(options.get("failure_callback"), "failure_callback"),
+        headers=_headers(options.get("headers")),
+    )
+
+
+def _delay_seconds(delay: Any) -> int:
+    if delay is None:
+        return 0
+    if isinstance(delay, timedelta):
+        milliseconds = delay.total_seconds() * 1000
+    elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
+        milliseconds = float(delay)
+    else:
+        raise TypeError("options['delay'] must be milliseconds (an int) or a datetime.timedelta.")
+    if milliseconds < 0:
+        raise ValueError("options['delay'] cannot be negative.")
+    # QStash delays have a resolution of one second; never deliver earlier than asked.
+    return int(-(-milliseconds // 1000))
+
+
+def _url(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"options[{name!r}] must be an absolute http:// or https:// URL.")
+    return str(value)
+
+
+def _headers(headers: Any) -> dict[str, str]:
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping):
+        raise TypeError("options['headers'] must be a dict of header names to values.")
+    checked: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise ValueError(f"options['headers'] has an invalid header name {name!r}.")
+        if name.lower().startswith("upstash-"):
+            raise ValueError(
+                f"options['headers'] cannot set {name!r}: Upstash-* headers configure QStash; "
+                "use the enqueue options instead."
+            )
+        text = str(value)
+        if "\r" in text or "\n" in text:
+            raise ValueError(f"options['headers'][{name!r}] contains a line break.")
+        checked[name] = text
+    return checked

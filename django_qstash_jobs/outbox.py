@@ -1,0 +1,161 @@
+"""The outbox: publishing recorded rows, now or after the commit, and again if that failed.
+
+A job is written to the database before anything is sent to QStash. If the publish fails the
+row stays ``pending``, and :func:`republish_pending` (``manage.py republish_jobs``) sends it later.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import router, transaction
+from django.db.models import Case, F, Q, Value, When
+from django.utils import timezone
+
+from django_qstash_jobs.conf import get_config
+from django_qstash_jobs.exceptions import EnqueueError
+from django_qstash_jobs.models import JobExecution, JobStatus
+from django_qstash_jobs.options import PublishOptions
+from django_qstash_jobs.transports import OutgoingMessage, get_transport
+
+logger = logging.getLogger("django_qstash_jobs")
+
+
+def outgoing(execution: JobExecution) -> OutgoingMessage:
+    """The message that carries ``execution`` to the receiver."""
+    return OutgoingMessage(
+        job_id=execution.job_id,
+        job_type=execution.job_type,
+        max_retries=execution.max_retries,
+        options=PublishOptions.from_json(execution.options),
+    )
+
+
+def publish(executions: Sequence[JobExecution]) -> None:
+    """Publish now; on failure raise :class:`EnqueueError` and leave the rows ``pending``."""
+    if not executions:
+        return
+    try:
+        message_ids = get_transport().publish([outgoing(execution) for execution in executions])
+    except EnqueueError:
+        _release(executions)
+        raise
+    mark_published(executions, message_ids)
+
+
+def publish_on_commit(executions: Sequence[JobExecution]) -> None:
+    """Publish once the current transaction commits, or now outside a transaction.
+
+    After a commit there is no caller left to raise to: a failure is logged and the rows wait
+    for ``republish_jobs``. A rolled-back transaction publishes nothing.
+    """
+    using = router.db_for_write(JobExecution)
+    connection = transaction.get_connection(using)
+    if not (get_config().enqueue_on_commit and connection.in_atomic_block):
+        publish(executions)
+        return
+
+    def publish_after_commit() -> None:
+        try:
+            publish(executions)
+        except EnqueueError as exc:
+            logger.error("Publishing after commit failed; left for republish_jobs: %s", exc)
+
+    transaction.on_commit(publish_after_commit, using=using)
+
+
+def mark_published(executions: Sequence[JobExecution], message_ids: Sequence[str]) -> None:
+    """Store message ids and move rows still ``pending`` to ``queued``, in one UPDATE.
+
+    A row may already be past ``pending``: QStash (or the immediate transport) can deliver
+    before this runs, and the receiver's state wins.
+    """
+    if len(executions) == 1:
+        message_id: Value | Case = Value(message_ids[0])
+    else:
+        message_id = Case(
+            *(
+                When(job_id=execution.job_id, then=Value(mid))
+                for execution, mid in zip(executions, message_ids, strict=True)
+            ),
+            default=F("message_id"),
+        )
+    JobExecution.objects.filter(job_id__in=[execution.job_id for execution in executions]).update(
+        message_id=message_id,
+        status=Case(
+            When(status=JobStatus.PENDING, then=Value(JobStatus.QUEUED)), default=F("status")
+        ),
+        publish_claimed_at=None,
+        updated_at=timezone.now(),
+    )
+    for execution, mid in zip(executions, message_ids, strict=True):
+        execution.message_id = mid
+        if execution.status == JobStatus.PENDING:
+            execution.status = JobStatus.QUEUED
+
+
+def _release(executions: Sequence[JobExecution]) -> None:
+    # Let the next republish run take these rows at once instead of waiting for the claim to age.
+    claimed = [execution.pk for execution in executions if execution.publish_claimed_at]
+    if claimed:
+        JobExecution.objects.filter(pk__in=claimed).update(publish_claimed_at=None)
+
+
+@dataclass
+class RepublishReport:
+    """What one republish run did."""
+
+    published: int = 0
+    failed: int = 0
+    #: Rows another run had claimed, or that left ``pending`` meanwhile.
+    skipped: int = 0
+
+
+def republish_pending(
+    *, older_than: timedelta | None = None, batch_size: int = 100, limit: int | None = None
+) -> RepublishReport:
+    """Publish rows left ``pending`` for longer than ``older_than``.
+
+    Safe to run several times at once: each row is claimed by a conditional UPDATE before it is
+    published, so only one run publishes it. A claim older than the publish timeout plus a minute
+    (a run that died) may be taken again.
+    """
+    config = get_config()
+    if older_than is None:
+        older_than = timedelta(seconds=config.republish_grace_seconds)
+    report = RepublishReport()
+    stale_claim = timedelta(seconds=config.publish_timeout * 3 + 60)
+    seen: set[int] = set()
+    while limit is None or report.published + report.failed < limit:
+        now = timezone.now()
+        unclaimed = Q(publish_claimed_at__isnull=True) | Q(publish_claimed_at__lt=now - stale_claim)
+        waiting = JobExecution.objects.filter(
+            unclaimed, status=JobStatus.PENDING, created_at__lt=now - older_than
+        )
+        size = (
+            batch_size
+            if limit is None
+            else min(batch_size, limit - report.published - report.failed)
+        )
+        candidates = list(waiting.exclude(pk__in=seen).order_by("created_at", "pk")[:size])
+        if not candidates:
+            break
+        claimed = []
+        for execution in candidates:
+            seen.add(execution.pk)
+            if waiting.filter(pk=execution.pk).update(publish_claimed_at=now):
+                execution.publish_claimed_at = now
+                claimed.append(execution)
+            else:
+                report.skipped += 1
+        try:
+            publish(claimed)
+        except EnqueueError as exc:
+            report.failed += len(claimed)
+            logger.error("Republishing %d jobs failed: %s", len(claimed), exc)
+            break
+        report.published += len(claimed)
+    return report

@@ -1,0 +1,179 @@
+"""The job type registry: names, payload schemas, handlers and retry defaults.
+
+Handlers are registered with :func:`register_job`, in an app's ``jobs.py`` (discovered at start-up
+like ``admin.py``) or anywhere that is imported before jobs run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from django_qstash_jobs.exceptions import JobValidationError, UnknownJobTypeError
+
+if TYPE_CHECKING:
+    from django_qstash_jobs.context import JobContext
+
+Handler = Callable[[Any, "JobContext"], Any]
+H = TypeVar("H", bound=Handler)
+
+
+class _JobTypeNames:
+    """The names of the built-in job types, as attributes (``JOB_TYPES.SEND_EMAIL``)."""
+
+    SEND_EMAIL: Final = "send_email"
+    SEND_BATCH_EMAILS: Final = "send_batch_emails"
+    PROCESS_WEBHOOK: Final = "process_webhook"
+    PROCESS_STRIPE_WEBHOOK: Final = "process_stripe_webhook"
+    GENERATE_REPORT: Final = "generate_report"
+    EXPORT_DATA: Final = "export_data"
+    CLEANUP_OLD_DATA: Final = "cleanup_old_data"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(value for name, value in vars(type(self)).items() if name.isupper())
+
+
+JOB_TYPES: Final = _JobTypeNames()
+
+
+@dataclass(frozen=True)
+class JobType:
+    """A registered job type."""
+
+    name: str
+    handler: Handler
+    #: The pydantic model the payload must match; ``None`` accepts any JSON object.
+    schema: type[BaseModel] | None
+    #: Retries after the first attempt; ``None`` means ``QSTASH_JOBS["DEFAULT_RETRIES"]``.
+    retries: int | None
+
+    def validate(self, payload: Any) -> Any:
+        """Return the payload as the handler receives it, or raise :class:`JobValidationError`."""
+        if self.schema is None:
+            if not isinstance(payload, Mapping):
+                raise JobValidationError(
+                    f"The payload of job type {self.name!r} must be a dict, "
+                    f"not {type(payload).__name__}.",
+                    errors=[{"field": "", "message": "must be a dict", "type": "dict_type"}],
+                )
+            return dict(payload)
+        if isinstance(payload, self.schema):
+            return payload
+        try:
+            return self.schema.model_validate(payload)
+        except ValidationError as exc:
+            raise _validation_error(self.name, exc) from None
+
+    def serialize(self, payload: Any) -> dict[str, Any]:
+        """Validate and return the payload as the JSON stored on the row."""
+        validated = self.validate(payload)
+        if isinstance(validated, BaseModel):
+            return validated.model_dump(mode="json")
+        return dict(validated)
+
+
+def _validation_error(job_type: str, exc: ValidationError) -> JobValidationError:
+    errors = [
+        {
+            "field": ".".join(str(part) for part in error["loc"]),
+            "message": error["msg"],
+            "type": error["type"],
+        }
+        for error in exc.errors(include_url=False)
+    ]
+    described = "; ".join(
+        f"{error['field'] or '(payload)'}: {error['message']}" for error in errors
+    )
+    return JobValidationError(
+        f"Invalid payload for job type {job_type!r}: {described}", errors=errors
+    )
+
+
+class JobRegistry:
+    """Job types by name. Thread-safe to read; written at start-up."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, JobType] = {}
+        self._lock = threading.Lock()
+
+    def register(self, job_type: JobType, *, replace: bool = False) -> None:
+        with self._lock:
+            existing = self._types.get(job_type.name)
+            if (
+                existing is not None
+                and not replace
+                and not _same_function(existing.handler, job_type.handler)
+            ):
+                raise ValueError(
+                    f"Job type {job_type.name!r} is already registered to "
+                    f"{_qualified_name(existing.handler)}; pass replace=True to register_job "
+                    f"to replace it with {_qualified_name(job_type.handler)}."
+                )
+            self._types[job_type.name] = job_type
+
+    def get(self, name: str) -> JobType:
+        try:
+            return self._types[name]
+        except KeyError:
+            known = ", ".join(sorted(self._types)) or "none"
+            raise UnknownJobTypeError(
+                f"Unknown job type {name!r}. Registered job types: {known}. "
+                "Register it with @register_job in an installed app's jobs.py."
+            ) from None
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self._types.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def __iter__(self) -> Iterator[JobType]:
+        return iter(sorted(self._types.values(), key=lambda job_type: job_type.name))
+
+
+def _qualified_name(function: Callable[..., Any]) -> str:
+    return f"{function.__module__}.{getattr(function, '__qualname__', repr(function))}"
+
+
+def _same_function(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
+    # A module imported twice (autoreload, a test re-importing jobs.py) registers a new function
+    # object with the same name; that is the same handler, not a conflict.
+    return a is b or _qualified_name(a) == _qualified_name(b)
+
+
+#: The process-wide registry.
+registry = JobRegistry()
+
+
+def register_job(
+    name: str,
+    *,
+    schema: type[BaseModel] | None = None,
+    retries: int | None = None,
+    replace: bool = False,
+) -> Callable[[H], H]:
+    """Register the decorated function as the handler of job type ``name``.
+
+    The handler is called as ``handler(payload, ctx)``: ``payload`` is an instance of ``schema``
+    (or a dict when there is no schema) and ``ctx`` a :class:`~django_qstash_jobs.JobContext`.
+    Its return value must be JSON-serialisable; it is stored as the job's result.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError("register_job needs a non-empty job type name.")
+    if schema is not None and not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        raise TypeError(f"schema for job type {name!r} must be a pydantic BaseModel subclass.")
+    if retries is not None and (not isinstance(retries, int) or retries < 0):
+        raise ValueError(f"retries for job type {name!r} must be a non-negative integer.")
+
+    def decorator(handler: H) -> H:
+        registry.register(
+            JobType(name=name, handler=handler, schema=schema, retries=retries), replace=replace
+        )
+        return handler
+
+    return decorator

@@ -1,0 +1,108 @@
+"""Lifecycle signals of jobs, and :func:`enqueue_on` to enqueue jobs from model signals."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.dispatch import Signal
+
+if TYPE_CHECKING:
+    from django_qstash_jobs.models import JobExecution
+
+logger = logging.getLogger("django_qstash_jobs")
+
+#: Sent after a job is recorded (before it is published). Args: ``execution``.
+job_enqueued = Signal()
+#: Sent when a delivery has claimed a job, before the handler runs.
+#: Args: ``execution``, ``attempt``.
+job_started = Signal()
+#: Sent after a handler succeeded and its result was stored. Args: ``execution``, ``result``.
+job_succeeded = Signal()
+#: Sent after an attempt failed and QStash will deliver again. Args: ``execution``, ``error``,
+#: ``exception``.
+job_retrying = Signal()
+#: Sent after a job failed for good. Args: ``execution``, ``error``, ``exception``.
+job_failed = Signal()
+
+
+def send_lifecycle(signal: Signal, execution: JobExecution, **kwargs: Any) -> None:
+    """Send a lifecycle signal; a failing receiver is logged and never fails the job."""
+    from django_qstash_jobs.models import JobExecution
+
+    for receiver, response in signal.send_robust(
+        sender=JobExecution, execution=execution, **kwargs
+    ):
+        if isinstance(response, Exception):
+            logger.error(
+                "Receiver %r of a job lifecycle signal raised for job %s.",
+                receiver,
+                execution.job_id,
+                exc_info=response,
+            )
+
+
+Builder = Callable[..., Any]
+
+
+def enqueue_on(
+    signal: Signal,
+    sender: Any,
+    job_type: str,
+    *,
+    payload: Builder | Mapping[str, Any] | None = None,
+    metadata: Builder | Mapping[str, Any] | None = None,
+    options: Builder | Mapping[str, Any] | None = None,
+    when: Callable[..., bool] | None = None,
+    dispatch_uid: str | None = None,
+) -> Callable[..., None]:
+    """Enqueue ``job_type`` each time ``signal`` is sent by ``sender``, after the commit.
+
+    ``payload``, ``metadata`` and ``options`` are dicts or callables receiving the signal's
+    keyword arguments (``instance``, ``created``...); ``when`` filters. For example, a welcome
+    email for each new user::
+
+        enqueue_on(post_save, User, JOB_TYPES.SEND_EMAIL,
+                   payload=lambda instance, **kw: {"template": "welcome", "to": instance.email,
+                                                   "data": {"recipient_name": instance.first_name}},
+                   metadata=lambda instance, **kw: {"user_id": instance.pk},
+                   when=lambda created, **kw: created)
+
+    The payload is built and validated when the signal fires, so a bad payload raises in the code
+    that saved the model; the job is published once the transaction commits.
+    Returns the receiver, connected with a strong reference.
+    """
+
+    def build(value: Builder | Mapping[str, Any] | None, kwargs: dict[str, Any]) -> Any:
+        return value(**kwargs) if callable(value) else value
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        if when is not None and not when(sender=sender, **kwargs):
+            return
+        from django_qstash_jobs.dispatcher import job_dispatcher
+
+        arguments = {"sender": sender, **kwargs}
+        job_dispatcher.enqueue(
+            job_type,
+            build(payload, arguments) or {},
+            build(metadata, arguments),
+            build(options, arguments),
+        )
+
+    # Inside atomic() the publish waits for the commit, as the docstring promises, even when the
+    # model was saved in autocommit mode; and a failed publish is then logged and left to
+    # republish_jobs instead of raising out of the caller's save(), which has already happened.
+    def receiver_in_transaction(sender: Any, **kwargs: Any) -> None:
+        with transaction.atomic():
+            receiver(sender, **kwargs)
+
+    signal.connect(
+        receiver_in_transaction,
+        sender=sender,
+        weak=False,
+        dispatch_uid=dispatch_uid
+        or f"django_qstash_jobs.enqueue_on:{job_type}:{id(signal)}:{sender!r}",
+    )
+    return receiver_in_transaction

@@ -1,0 +1,98 @@
+"""The receiver: QStash delivers each job here, signed."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+# Exempt from LoginRequiredMiddleware (Django 5.1+): QStash cannot log in.
+from django.contrib.auth.decorators import login_not_required
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+
+from django_qstash_jobs.conf import get_config
+from django_qstash_jobs.exceptions import SignatureError
+from django_qstash_jobs.execution import Delivery, Outcome, execute
+from django_qstash_jobs.signing import verify_signature
+
+logger = logging.getLogger("django_qstash_jobs.receiver")
+
+#: What QStash is told for each outcome. 489 with ``Upstash-NonRetryable-Error`` stops retries.
+_ANSWERS: dict[Outcome, int] = {
+    Outcome.COMPLETED: 200,
+    Outcome.ACKNOWLEDGED: 200,
+    Outcome.RETRY: 500,
+    Outcome.FAILED: 500,
+    Outcome.REJECTED: 489,
+    Outcome.BUSY: 503,
+}
+
+
+def _answer(outcome: Outcome) -> HttpResponse:
+    response = JsonResponse({"status": outcome.value}, status=_ANSWERS[outcome])
+    if outcome is Outcome.REJECTED:
+        response["Upstash-NonRetryable-Error"] = "true"
+    elif outcome is Outcome.BUSY:
+        # Another delivery is running the job; ask again once its lease could have run out.
+        response["Retry-After"] = str(get_config().lease_seconds)
+    return response
+
+
+@method_decorator(
+    [csrf_exempt, login_not_required, transaction.non_atomic_requests], name="dispatch"
+)
+class ReceiveView(View):
+    """Verifies a delivery's signature, then runs its job. Nothing runs before the check."""
+
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        config = get_config()
+        try:
+            verify_signature(
+                request.headers.get("Upstash-Signature", ""),
+                request.body,
+                keys=config.signing_keys,
+                url=config.receiver_url or "",
+                leeway=config.clock_tolerance,
+            )
+        except SignatureError as exc:
+            logger.warning("Rejected a delivery with a bad signature: %s", exc)
+            return JsonResponse({"error": "invalid signature"}, status=401)
+
+        delivery = _delivery(request)
+        if delivery is None:
+            logger.error("Rejected a signed delivery whose body names no job.")
+            return _answer(Outcome.REJECTED)
+        try:
+            outcome = execute(delivery)
+        except Exception:
+            # The database or our own code failed, not the handler: QStash should try again.
+            # The traceback goes to the log only, even with DEBUG on.
+            logger.exception("Executing delivery %s failed.", delivery.message_id)
+            return JsonResponse({"status": "error"}, status=500)
+        return _answer(outcome)
+
+
+def _delivery(request: HttpRequest) -> Delivery | None:
+    try:
+        body = json.loads(request.body)
+        retried = int(request.headers.get("Upstash-Retried", "0"))
+    except ValueError:
+        return None
+    job_id = body.get("job_id") if isinstance(body, dict) else None
+    schedule_id = request.headers.get("Upstash-Schedule-Id")
+    if not (isinstance(job_id, str) and job_id) and not schedule_id:
+        return None
+    return Delivery(
+        job_id=job_id if isinstance(job_id, str) and job_id else None,
+        message_id=request.headers.get("Upstash-Message-Id"),
+        retried=max(0, retried),
+        schedule_id=schedule_id,
+    )
+
+
+receive = ReceiveView.as_view()

@@ -1,0 +1,304 @@
+"""enqueue and enqueue_many: validation, recording, publishing, idempotency, transactions."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from django_qstash_jobs import JOB_TYPES, get_job_execution_by_job_id, job_dispatcher
+from django_qstash_jobs.exceptions import EnqueueError, JobValidationError, UnknownJobTypeError
+from django_qstash_jobs.models import JobExecution, JobStatus
+from django_qstash_jobs.signals import job_enqueued
+from tests.testapp.models import SideEffect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_enqueue_records_publishes_and_runs_the_job() -> None:
+    job_id = job_dispatcher.enqueue(
+        "echo", {"message": "hi", "times": 2}, {"user_id": 123, "organization_id": "org-9"}
+    )
+
+    execution = get_job_execution_by_job_id(job_id)
+    assert execution is not None
+    assert execution.status == JobStatus.COMPLETED
+    assert execution.result == {"echo": "hihi", "attempt": 1}
+    assert execution.payload == {"message": "hi", "times": 2}
+    assert (execution.user_id, execution.organization_id) == ("123", "org-9")
+    assert execution.metadata == {"user_id": 123, "organization_id": "org-9"}
+    assert execution.message_id and execution.message_id.startswith("msg_")
+    assert execution.attempts == 1
+    assert execution.max_retries == 2  # the job type's default
+    assert execution.progress == 100
+    assert execution.started_at and execution.finished_at
+    assert SideEffect.objects.filter(job_id=job_id).count() == 1
+
+
+def test_unknown_job_id_is_none() -> None:
+    assert get_job_execution_by_job_id("no-such-job") is None
+
+
+def test_validation_error_names_the_field_and_records_nothing() -> None:
+    with pytest.raises(JobValidationError) as caught:
+        job_dispatcher.enqueue("echo", {"times": "many"})
+
+    message = str(caught.value)
+    assert "message: Field required" in message
+    assert "times:" in message
+    assert {error["field"] for error in caught.value.errors} == {"message", "times"}
+    assert not JobExecution.objects.exists()
+
+
+def test_builtin_payloads_accept_camel_case_and_store_snake_case() -> None:
+    from django_qstash_jobs.registry import registry
+
+    stored = registry.get(JOB_TYPES.SEND_EMAIL).serialize(
+        {"template": "welcome", "to": "user@example.com", "data": {"recipientName": "John Doe"}}
+    )
+    assert stored["to"] == "user@example.com"
+    with pytest.raises(JobValidationError, match="template"):
+        registry.get(JOB_TYPES.SEND_EMAIL).serialize({"template": "nope", "to": "a@b.co"})
+    with pytest.raises(JobValidationError, match="to: Value error, 'not-an-address'"):
+        registry.get(JOB_TYPES.SEND_EMAIL).serialize(
+            {"template": "welcome", "to": "not-an-address"}
+        )
+
+
+def test_unknown_job_type_raises_and_lists_the_known_ones() -> None:
+    with pytest.raises(UnknownJobTypeError, match=r"Unknown job type 'nope'.*echo"):
+        job_dispatcher.enqueue("nope", {})
+    assert not JobExecution.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("metadata", "options", "named"),
+    [
+        ({"userId": 1}, None, "'userId'"),
+        (None, {"delay_ms": 5}, "'delay_ms'"),
+        (None, {"failureCallback": "https://x.test"}, "'failureCallback'"),
+    ],
+)
+def test_unknown_metadata_or_option_key_is_a_type_error_naming_it(
+    metadata: dict[str, object] | None, options: dict[str, object] | None, named: str
+) -> None:
+    with pytest.raises(TypeError, match=named):
+        job_dispatcher.enqueue("echo", {"message": "x"}, metadata, options)
+    assert not JobExecution.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"delay": -1}, "cannot be negative"),
+        ({"delay": "soon"}, "milliseconds"),
+        ({"retries": -1}, "retries"),
+        ({"retries": True}, "retries"),
+        ({"callback": "ftp://x.test/cb"}, "callback"),
+        ({"failure_callback": "/relative"}, "failure_callback"),
+        ({"headers": {"Bad Header": "v"}}, "invalid header name"),
+        ({"headers": {"X-A": "line\nbreak"}}, "line break"),
+        ({"headers": {"Upstash-Retries": "9"}}, "configure QStash"),
+    ],
+)
+def test_bad_option_values_say_what_to_fix(options: dict[str, object], error: str) -> None:
+    with pytest.raises((TypeError, ValueError), match=error):
+        job_dispatcher.enqueue("echo", {"message": "x"}, None, options)
+
+
+def test_options_are_normalised_and_stored() -> None:
+    job_id = job_dispatcher.enqueue(
+        "echo",
+        {"message": "x"},
+        None,
+        {
+            "delay": 1500,
+            "retries": 5,
+            "callback": "https://example.com/callback",
+            "failure_callback": "https://example.com/failed",
+            "headers": {"X-Custom": "value"},
+        },
+    )
+    execution = JobExecution.objects.get(job_id=job_id)
+    assert execution.max_retries == 5
+    assert execution.options == {
+        "delay_seconds": 2,  # rounded up: never earlier than asked
+        "retries": 5,
+        "callback": "https://example.com/callback",
+        "failure_callback": "https://example.com/failed",
+        "headers": {"X-Custom": "value"},
+        "deduplication_id": job_id,
+    }
+    other = job_dispatcher.enqueue(
+        "echo", {"message": "x"}, options={"delay": timedelta(minutes=1)}
+    )
+    assert JobExecution.objects.get(job_id=other).options["delay_seconds"] == 60
+
+
+def test_idempotency_key_returns_the_first_job_and_publishes_nothing_more() -> None:
+    first = job_dispatcher.enqueue("echo", {"message": "a"}, {"idempotency_key": "op-1"})
+    second = job_dispatcher.enqueue("echo", {"message": "b"}, {"idempotency_key": "op-1"})
+
+    assert second == first
+    assert JobExecution.objects.count() == 1
+    assert SideEffect.objects.count() == 1
+    assert JobExecution.objects.get().options["deduplication_id"] == "op-1"
+
+
+def test_idempotency_under_eight_concurrent_enqueues() -> None:
+    barrier = threading.Barrier(8)
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def enqueue() -> None:
+        try:
+            barrier.wait()
+            results.append(
+                job_dispatcher.enqueue("echo", {"message": "x"}, {"idempotency_key": "same"})
+            )
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=enqueue) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert len(results) == 8 and len(set(results)) == 1
+    assert JobExecution.objects.count() == 1
+    # The immediate transport runs a job once per publish: one run means one publish.
+    assert SideEffect.objects.count() == 1
+
+
+def test_inside_a_transaction_the_publish_waits_for_the_commit() -> None:
+    with transaction.atomic():
+        job_id = job_dispatcher.enqueue("echo", {"message": "x"})
+        assert JobExecution.objects.get(job_id=job_id).status == JobStatus.PENDING
+        assert not SideEffect.objects.exists()
+    assert JobExecution.objects.get(job_id=job_id).status == JobStatus.COMPLETED
+
+
+def test_a_rolled_back_transaction_publishes_nothing() -> None:
+    class Abort(Exception):
+        pass
+
+    with pytest.raises(Abort), transaction.atomic():
+        job_dispatcher.enqueue("echo", {"message": "x"})
+        raise Abort
+
+    assert not JobExecution.objects.exists()
+    assert not SideEffect.objects.exists()
+
+
+def test_a_rolled_back_savepoint_drops_only_its_jobs() -> None:
+    with transaction.atomic():
+        kept = job_dispatcher.enqueue("echo", {"message": "kept"})
+        try:
+            with transaction.atomic():
+                job_dispatcher.enqueue("echo", {"message": "dropped"})
+                raise RuntimeError
+        except RuntimeError:
+            pass
+    assert list(SideEffect.objects.values_list("job_id", flat=True)) == [kept]
+
+
+def test_enqueue_many_inserts_once_and_publishes_in_one_batch(settings: object) -> None:
+    published_batches: list[int] = []
+    from django_qstash_jobs.transports import get_transport
+
+    transport = get_transport()
+    original = transport.publish
+
+    def counting_publish(messages):  # type: ignore[no-untyped-def]
+        published_batches.append(len(messages))
+        return original(messages)
+
+    transport.publish = counting_publish  # type: ignore[method-assign]
+    try:
+        jobs = [{"job_type": "echo", "payload": {"message": str(i)}} for i in range(50)]
+        with CaptureQueriesContext(connection) as queries, transaction.atomic():
+            ids = job_dispatcher.enqueue_many(jobs)
+            inserts = [q for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+            assert len(inserts) == 1
+    finally:
+        transport.publish = original  # type: ignore[method-assign]
+
+    assert published_batches == [50]
+    assert len(ids) == len(set(ids)) == 50
+    by_id = dict(JobExecution.objects.values_list("job_id", "payload"))
+    assert [by_id[job_id]["message"] for job_id in ids] == [str(i) for i in range(50)]
+    assert set(JobExecution.objects.values_list("status", flat=True)) == {JobStatus.COMPLETED}
+
+
+def test_enqueue_many_validates_everything_before_recording_anything() -> None:
+    with pytest.raises(JobValidationError, match="message"):
+        job_dispatcher.enqueue_many(
+            [
+                {"job_type": "echo", "payload": {"message": "fine"}},
+                {"job_type": "echo", "payload": {}},
+            ]
+        )
+    with pytest.raises(TypeError, match="'payloads'"):
+        job_dispatcher.enqueue_many([{"job_type": "echo", "payloads": {}}])
+    with pytest.raises(TypeError, match="no 'job_type'"):
+        job_dispatcher.enqueue_many([{"payload": {}}])
+    assert not JobExecution.objects.exists()
+    assert job_dispatcher.enqueue_many([]) == []
+
+
+def test_enqueue_many_honours_idempotency_keys_within_and_across_calls() -> None:
+    earlier = job_dispatcher.enqueue("echo", {"message": "x"}, {"idempotency_key": "k-old"})
+    ids = job_dispatcher.enqueue_many(
+        [
+            {
+                "job_type": "echo",
+                "payload": {"message": "1"},
+                "metadata": {"idempotency_key": "k-new"},
+            },
+            {
+                "job_type": "echo",
+                "payload": {"message": "2"},
+                "metadata": {"idempotency_key": "k-new"},
+            },
+            {
+                "job_type": "echo",
+                "payload": {"message": "3"},
+                "metadata": {"idempotency_key": "k-old"},
+            },
+            {"job_type": "echo", "payload": {"message": "4"}},
+        ]
+    )
+    assert ids[0] == ids[1]
+    assert ids[2] == earlier
+    assert len(set(ids)) == 3
+    assert JobExecution.objects.count() == 3
+    assert SideEffect.objects.count() == 3  # each job published and run once
+
+
+def test_job_enqueued_signal_is_sent_with_the_row() -> None:
+    received: list[str] = []
+
+    def on_enqueued(sender: object, execution: JobExecution, **kwargs: object) -> None:
+        received.append(execution.job_id)
+
+    job_enqueued.connect(on_enqueued)
+    try:
+        job_id = job_dispatcher.enqueue("echo", {"message": "x"})
+    finally:
+        job_enqueued.disconnect(on_enqueued)
+    assert received == [job_id]
+
+
+def test_enqueue_error_is_the_base_of_validation_errors() -> None:
+    # Callers following the usage guide catch one exception for every enqueue failure.
+    with pytest.raises(EnqueueError):
+        job_dispatcher.enqueue("echo", {})
+    with pytest.raises(EnqueueError):
+        job_dispatcher.enqueue("missing", {})

@@ -1,0 +1,307 @@
+"""The receiver: signatures checked as QStash signs them, claiming, retries and failures."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client, override_settings
+from django.utils import timezone
+
+from django_qstash_jobs.models import JobExecution, JobStatus
+from django_qstash_jobs.signals import job_failed, job_retrying, job_started, job_succeeded
+from tests.signing_helpers import CURRENT_KEY, NEXT_KEY, qstash_token, unsigned_token
+from tests.testapp.models import SideEffect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+Deliver = Callable[..., Any]
+
+
+def queued(
+    job_type: str = "echo", payload: dict[str, Any] | None = None, **fields: Any
+) -> JobExecution:
+    """A job as it is after a publish: recorded and queued, waiting for its delivery."""
+    fields.setdefault("max_retries", 2)
+    fields.setdefault("status", JobStatus.QUEUED)
+    return JobExecution.objects.create(
+        job_type=job_type,
+        payload={"message": "hi"} if payload is None else payload,
+        message_id=fields.pop("message_id", "msg_test"),
+        **fields,
+    )
+
+
+def body_of(execution: JobExecution) -> bytes:
+    return json.dumps({"job_id": execution.job_id, "job_type": execution.job_type}).encode()
+
+
+def test_a_valid_delivery_runs_the_job(deliver: Deliver) -> None:
+    execution = queued()
+    response = deliver(body_of(execution))
+    assert response.status_code == 200
+    assert response.json() == {"status": "completed"}
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.COMPLETED
+    assert execution.result == {"echo": "hi", "attempt": 1}
+
+
+def test_a_delivery_signed_with_the_next_key_is_accepted(deliver: Deliver) -> None:
+    execution = queued()
+    assert deliver(body_of(execution), key=NEXT_KEY).status_code == 200
+    assert SideEffect.objects.count() == 1
+
+
+def test_the_unpadded_body_hash_is_accepted(deliver: Deliver) -> None:
+    execution = queued()
+    raw = body_of(execution)
+    import base64
+    import hashlib
+
+    unpadded = base64.urlsafe_b64encode(hashlib.sha256(raw).digest()).decode().rstrip("=")
+    assert deliver(raw, body=unpadded).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "forgery",
+    [
+        pytest.param({"key": "sig_someone_elses_key_of_32_chars"}, id="forged"),
+        pytest.param({"exp": int(time.time()) - 60, "iat": int(time.time()) - 360}, id="expired"),
+        pytest.param({"url": "http://evil.test/jobs/receive/"}, id="wrong-sub"),
+        pytest.param({"iss": "upstash"}, id="wrong-issuer"),
+        pytest.param({"nbf": int(time.time()) + 120}, id="not-yet-valid"),
+        pytest.param({"iat": int(time.time()) + 120}, id="issued-in-the-future"),
+        pytest.param({"body": None}, id="no-body-claim"),
+        pytest.param({"exp": None}, id="no-exp-claim"),
+        pytest.param({"sub": 42}, id="non-string-sub"),
+    ],
+)
+def test_a_bad_token_runs_nothing(deliver: Deliver, forgery: dict[str, Any]) -> None:
+    execution = queued()
+    response = deliver(body_of(execution), **forgery)
+    assert response.status_code == 401
+    assert response.json() == {"error": "invalid signature"}
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.QUEUED
+    assert not SideEffect.objects.exists()
+
+
+def test_a_tampered_body_runs_nothing(deliver: Deliver) -> None:
+    execution = queued()
+    other = queued(message_id="msg_other")
+    token = qstash_token(body_of(execution))
+    response = deliver(body_of(other), token=token)
+    assert response.status_code == 401
+    assert not SideEffect.objects.exists()
+
+
+def test_alg_none_and_a_missing_header_run_nothing(deliver: Deliver) -> None:
+    execution = queued()
+    assert deliver(body_of(execution), token=unsigned_token(body_of(execution))).status_code == 401
+    assert deliver(body_of(execution), token="").status_code == 401
+    assert deliver(body_of(execution), token="not.a.jwt").status_code == 401
+    assert not SideEffect.objects.exists()
+
+
+def test_clock_tolerance_accepts_small_skew_and_only_small_skew(deliver: Deliver) -> None:
+    execution = queued()
+    now = int(time.time())
+    # Our clock is 3 s behind QStash's: the token seems issued in the future. 5 s tolerance.
+    assert deliver(body_of(execution), iat=now + 3).status_code == 200
+    with override_settings(
+        QSTASH_JOBS={
+            "TRANSPORT": "immediate",
+            "RECEIVER_URL": "http://testserver/jobs/receive/",
+            "CURRENT_SIGNING_KEY": CURRENT_KEY,
+            "NEXT_SIGNING_KEY": NEXT_KEY,
+            "CLOCK_TOLERANCE": 30,
+        }
+    ):
+        late = queued(message_id="msg_late")
+        assert deliver(body_of(late), exp=now - 20, iat=now - 320).status_code == 200
+        later = queued(message_id="msg_later")
+        assert deliver(body_of(later), exp=now - 40, iat=now - 340).status_code == 401
+
+
+def test_only_post_is_allowed(client: Client) -> None:
+    assert client.get("/jobs/receive/").status_code == 405
+
+
+def test_a_handler_error_retries_then_fails_with_the_traceback_stored(deliver: Deliver) -> None:
+    execution = queued("flaky", {"fail_times": 10}, max_retries=2)
+    events: list[str] = []
+
+    def record(signal_name: str) -> Callable[..., None]:
+        def receiver(sender: object, execution: JobExecution, **kwargs: object) -> None:
+            events.append(f"{signal_name}:{execution.status}")
+
+        return receiver
+
+    receivers = {
+        job_started: record("started"),
+        job_retrying: record("retrying"),
+        job_failed: record("failed"),
+    }
+    for signal, receiver in receivers.items():
+        signal.connect(receiver)
+    try:
+        for retried in (0, 1):
+            response = deliver(body_of(execution), retried=retried)
+            assert response.status_code == 500
+            assert "secret-internal-detail" not in response.content.decode()
+            execution.refresh_from_db()
+            assert execution.status == JobStatus.RETRYING
+            assert execution.finished_at is None
+        response = deliver(body_of(execution), retried=2)  # Upstash-Retried == max_retries
+    finally:
+        for signal, receiver in receivers.items():
+            signal.disconnect(receiver)
+
+    assert response.status_code == 500
+    assert "secret-internal-detail" not in response.content.decode()
+    assert "Traceback" not in response.content.decode()
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.FAILED
+    assert execution.attempts == 3
+    assert execution.error == "RuntimeError: secret-internal-detail attempt 3"
+    assert "Traceback (most recent call last)" in execution.traceback
+    assert "tests/testapp/jobs.py" in execution.traceback
+    assert execution.finished_at is not None
+    assert events == [
+        "started:running",
+        "retrying:retrying",
+        "started:running",
+        "retrying:retrying",
+        "started:running",
+        "failed:failed",
+    ]
+
+
+def test_a_retry_that_succeeds_completes_the_job(deliver: Deliver) -> None:
+    execution = queued("flaky", {"fail_times": 1}, max_retries=3)
+    assert deliver(body_of(execution), retried=0).status_code == 500
+    assert deliver(body_of(execution), retried=1).status_code == 200
+    execution.refresh_from_db()
+    assert (execution.status, execution.result, execution.error) == (JobStatus.COMPLETED, "ok", "")
+
+
+def test_permanent_error_is_non_retryable_at_once(deliver: Deliver) -> None:
+    execution = queued("permanent", {}, max_retries=5)
+    response = deliver(body_of(execution))
+    assert response.status_code == 489
+    assert response["Upstash-NonRetryable-Error"] == "true"
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.FAILED
+    assert execution.error == "PermanentJobError: this can never work"
+
+
+def test_a_payload_that_no_longer_validates_fails_without_retry(deliver: Deliver) -> None:
+    execution = queued("echo", {"wrong": True})
+    response = deliver(body_of(execution))
+    assert response.status_code == 489
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.FAILED
+    assert "message: Field required" in execution.error
+    assert not SideEffect.objects.exists()
+
+
+def test_an_unregistered_job_type_fails_without_retry(deliver: Deliver) -> None:
+    execution = queued("gone_type", {})
+    response = deliver(body_of(execution))
+    assert response.status_code == 489
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.FAILED
+    assert "Unknown job type 'gone_type'" in execution.error
+
+
+def test_a_signed_body_naming_no_known_job_is_rejected(deliver: Deliver) -> None:
+    assert deliver({"job_id": "does-not-exist"}).status_code == 489
+    assert deliver(b"not json").status_code == 489
+    assert deliver({"nothing": "here"}).status_code == 489
+    assert deliver(b"[1, 2]").status_code == 489
+
+
+def test_a_finished_or_cancelled_job_is_acknowledged_without_running(deliver: Deliver) -> None:
+    for status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
+        execution = queued(status=status, message_id=f"msg_{status}")
+        response = deliver(body_of(execution))
+        assert response.status_code == 200
+        assert response.json() == {"status": "acknowledged"}
+    assert not SideEffect.objects.exists()
+
+
+def test_a_running_job_with_a_live_lease_answers_busy(deliver: Deliver) -> None:
+    execution = queued(
+        status=JobStatus.RUNNING, lease_expires_at=timezone.now() + timedelta(minutes=5)
+    )
+    response = deliver(body_of(execution), retried=1)
+    assert response.status_code == 503
+    assert response["Retry-After"] == "300"
+    assert not SideEffect.objects.exists()
+
+
+def test_a_running_job_past_its_lease_is_taken_over(deliver: Deliver) -> None:
+    execution = queued(
+        status=JobStatus.RUNNING,
+        attempts=1,
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    response = deliver(body_of(execution), retried=1)
+    assert response.status_code == 200
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.COMPLETED
+    assert execution.attempts == 2
+
+
+def test_a_failing_signal_receiver_does_not_fail_the_job(deliver: Deliver) -> None:
+    def broken(**kwargs: object) -> None:
+        raise RuntimeError("receiver bug")
+
+    job_succeeded.connect(broken)
+    try:
+        execution = queued()
+        assert deliver(body_of(execution)).status_code == 200
+    finally:
+        job_succeeded.disconnect(broken)
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.COMPLETED
+
+
+def test_two_concurrent_deliveries_of_one_message_run_the_handler_once() -> None:
+    execution = queued("sleep", {"seconds": 0.5})
+    raw = body_of(execution)
+    barrier = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def deliver_once() -> None:
+        client = Client()
+        token = qstash_token(raw)
+        barrier.wait()
+        response = client.post(
+            "/jobs/receive/",
+            raw,
+            content_type="application/json",
+            HTTP_UPSTASH_SIGNATURE=token,
+            HTTP_UPSTASH_MESSAGE_ID="msg_test",
+            HTTP_UPSTASH_RETRIED="0",
+        )
+        statuses.append(response.status_code)
+        connection.close()
+
+    threads = [threading.Thread(target=deliver_once) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(statuses) == [200, 503]
+    assert SideEffect.objects.filter(job_id=execution.job_id).count() == 1
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.COMPLETED
+    assert execution.attempts == 1

@@ -1,0 +1,52 @@
+"""Job types used by the tests, discovered like any app's jobs.py."""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel
+
+from django_qstash_jobs import JobContext, register_job
+from django_qstash_jobs.exceptions import PermanentJobError
+from tests.testapp.models import SideEffect
+
+
+class Echo(BaseModel):
+    message: str
+    times: int = 1
+
+
+@register_job("echo", schema=Echo, retries=2)
+def echo(payload: Echo, ctx: JobContext) -> dict[str, object]:
+    SideEffect.objects.create(job_id=ctx.job_id, label="echo")
+    ctx.set_progress(50, "halfway")
+    return {"echo": payload.message * payload.times, "attempt": ctx.attempt}
+
+
+class Flaky(BaseModel):
+    fail_times: int
+
+
+@register_job("flaky", schema=Flaky, retries=3)
+def flaky(payload: Flaky, ctx: JobContext) -> str:
+    SideEffect.objects.create(job_id=ctx.job_id, label=f"attempt-{ctx.attempt}")
+    if ctx.attempt <= payload.fail_times:
+        raise RuntimeError(f"secret-internal-detail attempt {ctx.attempt}")
+    return "ok"
+
+
+@register_job("permanent")
+def permanent(payload: dict[str, object], ctx: JobContext) -> None:
+    SideEffect.objects.create(job_id=ctx.job_id, label="permanent")
+    raise PermanentJobError("this can never work")
+
+
+class Sleep(BaseModel):
+    seconds: float
+
+
+@register_job("sleep", schema=Sleep, retries=0)
+def sleep(payload: Sleep, ctx: JobContext) -> str:
+    SideEffect.objects.create(job_id=ctx.job_id, label="sleep")
+    time.sleep(payload.seconds)
+    return "slept"
