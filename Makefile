@@ -43,7 +43,7 @@ lint: venv
 ci: lint test
 
 demo: venv
-	$(BIN)/python -m demo
+	cd example_project && ../$(BIN)/python manage.py demo
 
 bench: venv
 	$(BIN)/python bench/enqueue.py

@@ -1,0 +1,203 @@
+"""Jobs end to end: enqueue, QStash-compatible server, signed delivery, receiver, database."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test import override_settings
+from django.utils import timezone
+from qstash import QStash
+
+from django_qstash_jobs import job_dispatcher
+from django_qstash_jobs.exceptions import EnqueueError
+from django_qstash_jobs.models import JobExecution, JobSchedule, JobStatus
+from tests.e2e.conftest import TOKEN, DevServerProcess, qstash_settings, wait_for, wait_until
+from tests.testapp.models import SideEffect
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def test_a_job_goes_through_qstash_and_completes(through_qstash: DevServerProcess) -> None:
+    job_id = job_dispatcher.enqueue(
+        "echo", {"message": "over http"}, {"user_id": 7}, {"headers": {"X-Custom": "value"}}
+    )
+    execution = wait_for(job_id, JobStatus.COMPLETED)
+    assert execution.result == {"echo": "over http", "attempt": 1}
+    assert execution.message_id and execution.message_id.startswith("msg")
+    assert execution.attempts == 1
+    assert SideEffect.objects.filter(job_id=job_id).count() == 1
+
+
+def test_a_failing_job_is_retried_by_qstash_until_it_fails(
+    through_qstash: DevServerProcess,
+) -> None:
+    job_id = job_dispatcher.enqueue("flaky", {"fail_times": 99}, options={"retries": 2})
+    execution = wait_for(job_id, JobStatus.FAILED)
+    assert execution.attempts == 3
+    assert list(
+        SideEffect.objects.filter(job_id=job_id).order_by("pk").values_list("label", flat=True)
+    ) == ["attempt-1", "attempt-2", "attempt-3"]
+    assert "Traceback" in execution.traceback
+
+    # QStash gave up too: the message is in its dead-letter queue.
+    client = QStash(TOKEN, base_url=through_qstash.url)
+    wait_until(
+        lambda: any(m.message_id == execution.message_id for m in client.dlq.list().messages),
+        what="the message in the DLQ",
+    )
+
+
+def test_a_job_that_recovers_on_retry_completes(through_qstash: DevServerProcess) -> None:
+    job_id = job_dispatcher.enqueue("flaky", {"fail_times": 1}, options={"retries": 3})
+    execution = wait_for(job_id, JobStatus.COMPLETED)
+    assert execution.attempts == 2
+    assert execution.error == ""
+
+
+def test_a_permanent_error_is_not_retried(through_qstash: DevServerProcess) -> None:
+    job_id = job_dispatcher.enqueue("permanent", {}, options={"retries": 5})
+    execution = wait_for(job_id, JobStatus.FAILED)
+    client = QStash(TOKEN, base_url=through_qstash.url)
+    wait_until(
+        lambda: any(m.message_id == execution.message_id for m in client.dlq.list().messages),
+        what="the message in the DLQ",
+    )
+    assert SideEffect.objects.filter(job_id=job_id).count() == 1
+    assert execution.attempts == 1
+
+
+def test_enqueue_many_goes_out_in_one_batch(through_qstash: DevServerProcess) -> None:
+    ids = job_dispatcher.enqueue_many(
+        [{"job_type": "echo", "payload": {"message": str(i)}} for i in range(25)]
+    )
+    for job_id in ids:
+        wait_for(job_id, JobStatus.COMPLETED)
+    assert SideEffect.objects.count() == 25
+    assert len(set(JobExecution.objects.values_list("message_id", flat=True))) == 25
+
+
+def test_concurrent_enqueues_with_one_idempotency_key_deliver_once(
+    through_qstash: DevServerProcess, live_server: Any
+) -> None:
+    barrier = threading.Barrier(8)
+    results: list[str] = []
+    settings = qstash_settings(through_qstash.url, live_server.url)
+
+    def enqueue() -> None:
+        with override_settings(QSTASH_JOBS=settings):
+            barrier.wait()
+            results.append(
+                job_dispatcher.enqueue("echo", {"message": "x"}, {"idempotency_key": "once"})
+            )
+        connection.close()
+
+    threads = [threading.Thread(target=enqueue) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(set(results)) == 1
+    wait_for(results[0], JobStatus.COMPLETED)
+    # Nothing else arrives: one publish, one delivery.
+    client = QStash(TOKEN, base_url=through_qstash.url)
+    published = [event for event in client.log.list().logs if event.state.value == "CREATED"]
+    assert len(published) == 1
+    assert SideEffect.objects.count() == 1
+
+
+def test_a_delayed_job_can_be_cancelled_before_delivery(
+    devserver_factory: Callable[..., DevServerProcess], live_server: Any
+) -> None:
+    server = devserver_factory(backoff_scale=1.0)  # delays are real here
+    with override_settings(QSTASH_JOBS=qstash_settings(server.url, live_server.url)):
+        job_id = job_dispatcher.enqueue("echo", {"message": "later"}, options={"delay": 60_000})
+        execution = wait_for(job_id, JobStatus.QUEUED)
+        client = QStash(TOKEN, base_url=server.url)
+        assert client.message.get(execution.message_id).message_id == execution.message_id
+
+        assert job_dispatcher.cancel(job_id) is True
+
+        with pytest.raises(Exception, match="404"):
+            client.message.get(execution.message_id)
+    assert JobExecution.objects.get(job_id=job_id).status == JobStatus.CANCELLED
+    assert not SideEffect.objects.exists()
+
+
+def test_a_job_enqueued_while_qstash_is_down_is_published_by_republish_jobs(
+    devserver_factory: Callable[..., DevServerProcess], live_server: Any
+) -> None:
+    server = devserver_factory()
+    server.stop()
+    settings = qstash_settings(server.url, live_server.url, PUBLISH_TIMEOUT=2)
+    with override_settings(QSTASH_JOBS=settings):
+        with pytest.raises(EnqueueError):
+            job_dispatcher.enqueue("echo", {"message": "kept"})
+        execution = JobExecution.objects.get()
+        assert execution.status == JobStatus.PENDING
+
+        server.start()
+        JobExecution.objects.update(created_at=timezone.now() - timedelta(minutes=5))
+        call_command("republish_jobs")
+        call_command("republish_jobs")
+        wait_for(execution.job_id, JobStatus.COMPLETED)
+    assert SideEffect.objects.filter(job_id=execution.job_id).count() == 1
+
+
+def test_a_schedule_firing_records_a_job_linked_to_its_schedule(
+    through_qstash: DevServerProcess,
+) -> None:
+    schedule = JobSchedule.objects.create(
+        schedule_id="nightly-echo",
+        name="nightly-echo",
+        job_type="echo",
+        cron="0 2 * * *",
+        payload={"message": "from the schedule"},
+        organization_id="456",
+    )
+    client = QStash(TOKEN, base_url=through_qstash.url)
+    from django_qstash_jobs.conf import get_config
+
+    client.schedule.create_json(
+        destination=get_config().receiver_url or "",
+        cron=schedule.cron,
+        body={"schedule_id": schedule.schedule_id},
+        schedule_id=schedule.schedule_id,
+    )
+    response = client.http.request(
+        path=f"/v2/schedules/{schedule.schedule_id}/trigger", method="POST"
+    )
+    message_id = response["messageId"]
+
+    wait_until(lambda: JobExecution.objects.filter(message_id=message_id).exists(), what="the row")
+    execution = JobExecution.objects.get(message_id=message_id)
+    execution = wait_for(execution.job_id, JobStatus.COMPLETED)
+    assert execution.schedule == schedule
+    assert execution.organization_id == "456"
+    assert execution.result == {"echo": "from the schedule", "attempt": 1}
+    assert json.dumps(execution.payload)
+
+
+def test_killing_the_dev_server_mid_flight_loses_no_job_and_runs_none_twice(
+    devserver_factory: Callable[..., DevServerProcess], live_server: Any
+) -> None:
+    server = devserver_factory()
+    settings = qstash_settings(server.url, live_server.url)
+    with override_settings(QSTASH_JOBS=settings):
+        ids = job_dispatcher.enqueue_many(
+            [{"job_type": "sleep", "payload": {"seconds": 0.05}} for _ in range(30)]
+        )
+        wait_until(lambda: SideEffect.objects.count() >= 3, what="some jobs to start")
+        server.kill()
+        server.start()  # same database file: undelivered messages survive
+        for job_id in ids:
+            wait_for(job_id, JobStatus.COMPLETED, timeout=30)
+    runs = list(SideEffect.objects.values_list("job_id", flat=True))
+    assert sorted(runs) == sorted(ids)  # every job ran, and exactly once

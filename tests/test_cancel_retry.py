@@ -1,0 +1,79 @@
+"""cancel and retry."""
+
+from __future__ import annotations
+
+import pytest
+
+from django_qstash_jobs import job_dispatcher
+from django_qstash_jobs.exceptions import JobStateError
+from django_qstash_jobs.models import JobExecution, JobStatus
+from tests.testapp.models import SideEffect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def recorded(
+    job_type: str = "echo", status: str = JobStatus.QUEUED, **fields: object
+) -> JobExecution:
+    return JobExecution.objects.create(
+        job_type=job_type, payload=fields.pop("payload", {"message": "m"}), status=status, **fields
+    )
+
+
+@pytest.mark.parametrize("status", [JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RETRYING])
+def test_cancel_a_job_that_has_not_started(status: str) -> None:
+    execution = recorded(status=status)
+    assert job_dispatcher.cancel(execution.job_id) is True
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.CANCELLED
+    assert execution.finished_at is not None
+
+
+@pytest.mark.parametrize(
+    "status", [JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]
+)
+def test_cancel_leaves_started_or_finished_jobs_alone(status: str) -> None:
+    execution = recorded(status=status)
+    assert job_dispatcher.cancel(execution.job_id) is False
+    execution.refresh_from_db()
+    assert execution.status == status
+
+
+def test_cancel_an_unknown_job_raises() -> None:
+    with pytest.raises(JobExecution.DoesNotExist):
+        job_dispatcher.cancel("no-such-job")
+
+
+def test_retry_publishes_a_failed_job_again_under_the_same_id() -> None:
+    job_id = job_dispatcher.enqueue("flaky", {"fail_times": 4}, options={"retries": 1})
+    failed = JobExecution.objects.get(job_id=job_id)
+    assert failed.status == JobStatus.FAILED
+    assert SideEffect.objects.filter(job_id=job_id).count() == 2
+
+    assert job_dispatcher.retry(job_id) == job_id
+
+    execution = JobExecution.objects.get(job_id=job_id)
+    # A new publish gets its own 1 + retries attempts: two more runs, both failing again.
+    assert execution.status == JobStatus.FAILED
+    assert SideEffect.objects.filter(job_id=job_id).count() == 4
+    assert execution.message_id != failed.message_id
+    assert execution.options["deduplication_id"] != failed.options["deduplication_id"]
+    assert execution.options["deduplication_id"].startswith(f"{job_id}:retry:")
+
+
+def test_retry_a_cancelled_job_runs_it() -> None:
+    execution = recorded(status=JobStatus.CANCELLED)
+    job_dispatcher.retry(execution.job_id)
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.COMPLETED
+    assert execution.error == ""
+
+
+@pytest.mark.parametrize(
+    "status", [JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.COMPLETED]
+)
+def test_retry_refuses_jobs_that_are_not_failed_or_cancelled(status: str) -> None:
+    execution = recorded(status=status)
+    with pytest.raises(JobStateError, match=f"is {status}; only failed or cancelled"):
+        job_dispatcher.retry(execution.job_id)
+    assert not SideEffect.objects.exists()

@@ -1,0 +1,69 @@
+"""enqueue_on: model signals that enqueue jobs after the commit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.db import transaction
+from django.db.models.signals import post_save
+
+from django_qstash_jobs.models import JobExecution, JobStatus
+from django_qstash_jobs.signals import enqueue_on
+from tests.testapp.models import Article, SideEffect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def on_publish() -> Iterator[None]:
+    receiver = enqueue_on(
+        post_save,
+        Article,
+        "echo",
+        payload=lambda instance, **kwargs: {"message": instance.title},
+        metadata=lambda instance, **kwargs: {"idempotency_key": f"article-{instance.pk}"},
+        when=lambda instance, created, **kwargs: instance.published,
+        dispatch_uid="test-article-published",
+    )
+    yield
+    post_save.disconnect(receiver, sender=Article, dispatch_uid="test-article-published")
+
+
+@pytest.mark.usefixtures("on_publish")
+def test_a_matching_save_enqueues_once_per_key() -> None:
+    article = Article.objects.create(title="draft")
+    assert not JobExecution.objects.exists()  # `when` said no
+
+    article.published = True
+    article.save()
+    article.save()  # same idempotency key: no second job
+
+    execution = JobExecution.objects.get()
+    assert execution.payload == {"message": "draft", "times": 1}  # schema defaults stored
+    assert execution.idempotency_key == f"article-{article.pk}"
+    assert execution.status == JobStatus.COMPLETED
+
+
+@pytest.mark.usefixtures("on_publish")
+def test_the_job_waits_for_the_commit_and_dies_with_a_rollback() -> None:
+    with transaction.atomic():
+        Article.objects.create(title="kept", published=True)
+        assert not SideEffect.objects.exists()
+    assert SideEffect.objects.count() == 1
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Article.objects.create(title="rolled back", published=True)
+        raise RuntimeError
+    assert JobExecution.objects.count() == 1
+
+
+def test_a_bad_payload_raises_in_the_code_that_saved() -> None:
+    receiver = enqueue_on(
+        post_save, Article, "echo", payload={"wrong": 1}, dispatch_uid="test-bad-payload"
+    )
+    try:
+        with pytest.raises(ValueError, match="message: Field required"):
+            Article.objects.create(title="x")
+    finally:
+        post_save.disconnect(receiver, sender=Article, dispatch_uid="test-bad-payload")

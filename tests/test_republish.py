@@ -1,0 +1,132 @@
+"""The outbox: a publish that fails leaves the row pending; republish_jobs publishes it once."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db import connection, transaction
+from django.test import override_settings
+from django.utils import timezone
+
+from django_qstash_jobs import job_dispatcher
+from django_qstash_jobs.exceptions import EnqueueError
+from django_qstash_jobs.models import JobExecution, JobStatus
+from django_qstash_jobs.outbox import republish_pending
+from tests.testapp.models import SideEffect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def closed_port_url() -> str:
+    """The URL of a port nobody listens on: a QStash that is down."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def unreachable_qstash(**extra: Any) -> Any:
+    return override_settings(
+        QSTASH_JOBS={
+            "TRANSPORT": "qstash",
+            "URL": closed_port_url(),
+            "TOKEN": "token",
+            "RECEIVER_URL": "http://testserver/jobs/receive/",
+            "PUBLISH_TIMEOUT": 2,
+            **extra,
+        }
+    )
+
+
+def age(job_id: str, seconds: int = 120) -> None:
+    JobExecution.objects.filter(job_id=job_id).update(
+        created_at=timezone.now() - timedelta(seconds=seconds)
+    )
+
+
+def test_a_failed_publish_raises_and_keeps_the_row_pending() -> None:
+    with unreachable_qstash(), pytest.raises(EnqueueError, match="could not be reached") as caught:
+        job_dispatcher.enqueue("echo", {"message": "x"})
+
+    execution = JobExecution.objects.get()
+    assert caught.value.job_ids == [execution.job_id]
+    assert "republish_jobs" in str(caught.value)
+    assert execution.status == JobStatus.PENDING
+    assert execution.message_id is None
+
+
+def test_a_failed_publish_after_commit_is_logged_not_raised() -> None:
+    with unreachable_qstash(), transaction.atomic():
+        job_dispatcher.enqueue("echo", {"message": "x"})
+    assert JobExecution.objects.get().status == JobStatus.PENDING
+
+
+def test_republish_jobs_publishes_pending_rows_once() -> None:
+    with unreachable_qstash(), pytest.raises(EnqueueError):
+        job_dispatcher.enqueue("echo", {"message": "x"})
+    job_id = JobExecution.objects.get().job_id
+
+    call_command("republish_jobs")  # too young: an on-commit publish may still be in flight
+    assert JobExecution.objects.get().status == JobStatus.PENDING
+
+    age(job_id)
+    call_command("republish_jobs")  # the immediate transport: publishing runs the job
+    call_command("republish_jobs")
+    execution = JobExecution.objects.get()
+    assert execution.status == JobStatus.COMPLETED
+    assert SideEffect.objects.filter(job_id=job_id).count() == 1
+
+
+def test_republish_jobs_fails_loudly_while_qstash_is_down() -> None:
+    from django.core.management.base import CommandError
+
+    execution = JobExecution.objects.create(job_type="echo", payload={"message": "x"})
+    age(execution.job_id)
+    with unreachable_qstash(), pytest.raises(CommandError, match="1 jobs could not be published"):
+        call_command("republish_jobs")
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.PENDING
+    assert execution.publish_claimed_at is None  # released for the next run
+
+
+def test_two_republish_runs_at_once_publish_each_row_once() -> None:
+    executions = [
+        JobExecution.objects.create(job_type="echo", payload={"message": str(i)}) for i in range(40)
+    ]
+    for execution in executions:
+        age(execution.job_id)
+    barrier = threading.Barrier(2)
+    reports: list[Any] = []
+
+    def run() -> None:
+        barrier.wait()
+        reports.append(republish_pending(batch_size=5))
+        connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sum(report.published for report in reports) == 40
+    assert SideEffect.objects.count() == 40
+    assert set(SideEffect.objects.values_list("job_id", flat=True)) == {
+        execution.job_id for execution in executions
+    }
+    assert set(JobExecution.objects.values_list("status", flat=True)) == {JobStatus.COMPLETED}
+
+
+def test_republish_leaves_other_states_alone() -> None:
+    for status in (JobStatus.QUEUED, JobStatus.FAILED, JobStatus.CANCELLED):
+        execution = JobExecution.objects.create(
+            job_type="echo", payload={"message": "x"}, status=status
+        )
+        age(execution.job_id)
+    assert republish_pending().published == 0
+    assert not SideEffect.objects.exists()
