@@ -1,0 +1,7 @@
+"""``python -m django_qstash_jobs.devserver``."""
+
+from __future__ import annotations
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""Cron expressions with an optional ``CRON_TZ=<zone>`` prefix, evaluated by croniter."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+_TZ_PREFIX = re.compile(r"^\s*CRON_TZ=(\S+)\s+(.*)$")
+_FIELD_NAMES = ("minute", "hour", "day of month", "month", "day of week")
+
+
+@dataclass(frozen=True)
+class Cron:
+    """A validated cron expression: five fields and the zone they are read in."""
+
+    expression: str
+    fields: str
+    zone: tzinfo
+
+    def next_after_ms(self, after_ms: int) -> int:
+        """Return the first firing strictly after ``after_ms`` (Unix ms)."""
+        start = datetime.fromtimestamp(after_ms / 1000, tz=self.zone)
+        nxt = croniter(self.fields, start).get_next(datetime)
+        return int(nxt.timestamp() * 1000)
+
+
+def parse_cron(expression: str) -> Cron:
+    """Parse and validate a cron expression; raise ValueError naming what is wrong."""
+    text = expression.strip()
+    zone: tzinfo = timezone.utc
+    match = _TZ_PREFIX.match(text)
+    if match:
+        try:
+            zone = ZoneInfo(match.group(1))
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"invalid cron timezone: {match.group(1)}") from exc
+        text = match.group(2).strip()
+    fields = text.split()
+    if len(fields) != 5:
+        raise ValueError(f"invalid cron expression {expression!r}: expected 5 fields")
+    for name, field in zip(_FIELD_NAMES, fields, strict=True):
+        if not croniter.is_valid(_probe(fields, field, name)):
+            raise ValueError(f"invalid cron expression {expression!r}: bad {name} field {field!r}")
+    joined = " ".join(fields)
+    if not croniter.is_valid(joined):
+        raise ValueError(f"invalid cron expression {expression!r}")
+    return Cron(expression=expression.strip(), fields=joined, zone=zone)
+
+
+def _probe(fields: list[str], field: str, name: str) -> str:
+    # Checks one field at a time (the others wildcards) so the error can name the bad one.
+    probe = ["*"] * 5
+    probe[_FIELD_NAMES.index(name)] = field
+    return " ".join(probe)

@@ -1,0 +1,194 @@
+"""Delivery outcomes: retries, the DLQ, callbacks, 489, timeouts, signatures."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import socket
+import time
+from collections.abc import Callable
+
+import jwt
+from qstash import QStash, Receiver
+
+from django_qstash_jobs.devserver import DevServer
+
+from .conftest import Destination, Received, Reply, wait_until
+
+
+def _verify(receiver: Receiver, got: Received, url: str) -> None:
+    receiver.verify(signature=got.headers["Upstash-Signature"], body=got.body.decode(), url=url)
+
+
+def test_signature_has_exactly_the_documented_claims(
+    qstash: QStash, destination: Destination, server: DevServer
+) -> None:
+    qstash.message.publish_json(url=destination.url("/claims"), body={"x": 1})
+    (got,) = destination.wait_for(1, "/claims")
+    token = got.headers["Upstash-Signature"]
+    assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": "JWT"}
+    claims = jwt.decode(token, server.current_signing_key.encode(), algorithms=["HS256"])
+    assert set(claims) == {"iss", "sub", "iat", "exp", "nbf", "jti", "body"}
+    assert claims["iss"] == "Upstash"
+    assert claims["sub"] == destination.url("/claims")
+    assert claims["nbf"] == 0
+    assert claims["exp"] == claims["iat"] + 300
+    assert claims["iat"] <= time.time()
+    assert claims["jti"].startswith("jwt_")
+    assert claims["body"].endswith("=")  # padded base64url
+    assert base64.urlsafe_b64decode(claims["body"]) == hashlib.sha256(got.body).digest()
+
+
+def test_failing_destination_is_retried_then_dead_lettered_with_a_failure_callback(
+    qstash: QStash, destination: Destination, receiver: Receiver
+) -> None:
+    destination.reply("/fail", Reply(500, {"X-Why": "down"}, b"boom"))
+    url = destination.url("/fail")
+    res = qstash.message.publish(
+        url=url,
+        body="payload",
+        content_type="text/plain",
+        failure_callback=destination.url("/failed"),
+        failure_callback_headers={"Forward-X-Fcb": "yes"},
+    )
+    attempts = destination.wait_for(4, "/fail")
+    assert [a.headers["Upstash-Retried"] for a in attempts] == ["0", "1", "2", "3"]
+    signatures = {a.headers["Upstash-Signature"] for a in attempts}
+    assert len(signatures) == 4  # a fresh JWT per attempt
+    for attempt in attempts:
+        _verify(receiver, attempt, url)
+    (cb,) = destination.wait_for(1, "/failed")
+    _verify(receiver, cb, destination.url("/failed"))
+    assert cb.headers["X-Fcb"] == "yes"
+    assert cb.headers["Content-Type"] == "application/json"
+    payload = json.loads(cb.body)
+    assert payload["status"] == 500
+    assert base64.b64decode(payload["body"]) == b"boom"
+    assert payload["header"]["X-Why"] == ["down"]
+    assert payload["retried"] == 3 and payload["maxRetries"] == 3
+    assert payload["sourceMessageId"] == res.message_id  # type: ignore[union-attr]
+    assert payload["url"] == url and payload["method"] == "POST"
+    assert base64.b64decode(payload["sourceBody"]) == b"payload"
+    assert payload["sourceHeader"]["Content-Type"] == ["text/plain"]
+    assert isinstance(payload["notBefore"], int) and isinstance(payload["createdAt"], int)
+    dlq = qstash.dlq.list()
+    assert [m.message_id for m in dlq.messages] == [res.message_id]  # type: ignore[union-attr]
+    entry = dlq.messages[0]
+    assert payload["dlqId"] == entry.dlq_id
+    assert entry.response_status == 500
+    assert entry.response_body == "boom"
+    assert entry.response_headers is not None and entry.response_headers["X-Why"] == ["down"]
+    assert entry.body == "payload"
+    time.sleep(0.05)
+    assert len(destination.received("/fail")) == 4
+    assert len(destination.received("/failed")) == 1
+
+
+def test_non_retryable_489_goes_to_the_dlq_after_one_attempt(
+    qstash: QStash, destination: Destination
+) -> None:
+    destination.reply("/perm", Reply(489, {"Upstash-NonRetryable-Error": "true"}, b"no"))
+    res = qstash.message.publish_json(
+        url=destination.url("/perm"), body={}, retries=5, failure_callback=destination.url("/fcb")
+    )
+    destination.wait_for(1, "/fcb")
+    entries = wait_until(lambda: qstash.dlq.list().messages, what="dlq entry")
+    assert entries[0].message_id == res.message_id  # type: ignore[union-attr]
+    assert entries[0].response_status == 489
+    assert len(destination.received("/perm")) == 1
+
+
+def test_plain_489_without_the_header_is_retried(qstash: QStash, destination: Destination) -> None:
+    destination.reply("/489", Reply(489), Reply(200))
+    qstash.message.publish_json(url=destination.url("/489"), body={}, retries=1)
+    destination.wait_for(2, "/489")
+
+
+def test_callback_after_every_attempt(
+    qstash: QStash, destination: Destination, receiver: Receiver
+) -> None:
+    destination.reply("/flaky", Reply(503), Reply(200, body=b"fine"))
+    qstash.message.publish_json(
+        url=destination.url("/flaky"),
+        body={"v": 1},
+        retries=2,
+        callback=destination.url("/cb"),
+        callback_headers={"X-Cb": "1"},
+    )
+    callbacks = destination.wait_for(2, "/cb")
+    statuses = sorted(json.loads(c.body)["status"] for c in callbacks)
+    assert statuses == [200, 503]
+    for cb in callbacks:
+        _verify(receiver, cb, destination.url("/cb"))
+        assert cb.headers["X-Cb"] == "1"
+    success = next(json.loads(c.body) for c in callbacks if json.loads(c.body)["status"] == 200)
+    assert base64.b64decode(success["body"]) == b"fine"
+    assert "dlqId" not in success
+
+
+def test_retry_after_and_retry_delay_expression_are_honoured(
+    make_server: Callable[..., DevServer], destination: Destination
+) -> None:
+    server = make_server(backoff_scale=1.0)
+    client = QStash(server.token, base_url=server.url, retry=False)
+    destination.reply("/ra", Reply(429, {"Retry-After": "0"}), Reply(200))
+    destination.reply("/expr", Reply(500), Reply(200))
+    start = time.monotonic()
+    client.message.publish_json(url=destination.url("/ra"), body={}, retries=1)
+    client.message.publish_json(
+        url=destination.url("/expr"), body={}, retries=1, retry_delay="100 * (retried + 1)"
+    )
+    destination.wait_for(2, "/ra")
+    expr = destination.wait_for(2, "/expr")
+    assert time.monotonic() - start < 5  # the default backoff would wait 12 s
+    assert expr[1].headers["Upstash-Retried"] == "1"
+
+
+def test_timeout_and_connection_errors_count_as_failures(
+    qstash: QStash, destination: Destination
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/nobody"
+    res = qstash.message.publish_json(url=dead, body={}, retries=1)
+    entries = wait_until(lambda: qstash.dlq.list().messages, what="dlq entry")
+    assert entries[0].message_id == res.message_id  # type: ignore[union-attr]
+    assert entries[0].response_status == 0
+
+
+def test_per_attempt_timeout(make_server: Callable[..., DevServer]) -> None:
+    # A destination that accepts the connection and never answers.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/slow"
+        server = make_server()
+        client = QStash(server.token, base_url=server.url, retry=False)
+        client.message.publish_json(url=url, body={}, retries=0, timeout="1s")
+        start = time.monotonic()
+        entries = wait_until(lambda: client.dlq.list().messages, timeout=10, what="timeout")
+        assert time.monotonic() - start < 5
+        assert entries[0].url == url
+
+
+def test_rotated_keys_sign_new_deliveries_and_persist(
+    make_server: Callable[..., DevServer], destination: Destination
+) -> None:
+    server = make_server()
+    client = QStash(server.token, base_url=server.url, retry=False)
+    before = client.signing_key.get()
+    rotated = client.signing_key.rotate()
+    assert rotated.current == before.next and rotated.next != before.next
+    client.message.publish_json(url=destination.url("/rot"), body={})
+    (got,) = destination.wait_for(1, "/rot")
+    Receiver(rotated.current, rotated.next).verify(
+        signature=got.headers["Upstash-Signature"],
+        body=got.body.decode(),
+        url=destination.url("/rot"),
+    )
+    db_path = server.db_path
+    server.stop()
+    again = make_server(db_path=db_path)
+    keys = QStash(again.token, base_url=again.url, retry=False).signing_key.get()
+    assert (keys.current, keys.next) == (rotated.current, rotated.next)

@@ -1,0 +1,121 @@
+"""Bad input gets a JSON error with the right status, and the server keeps answering."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+import httpx
+import pytest
+from qstash import QStash
+from qstash.errors import QStashError
+
+from django_qstash_jobs.devserver import DevServer
+
+from .conftest import Destination
+
+
+@pytest.fixture
+def http(server: DevServer) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"})
+
+
+def _still_alive(qstash: QStash) -> None:
+    assert qstash.signing_key.get().current.startswith("sig_")
+
+
+def test_wrong_or_missing_token_is_401(server: DevServer, qstash: QStash) -> None:
+    wrong = QStash("not-the-token", base_url=server.url, retry=False)
+    with pytest.raises(QStashError, match="401"):
+        wrong.signing_key.get()
+    response = httpx.get(f"{server.url}/v2/keys")
+    assert response.status_code == 401
+    assert "error" in response.json()
+    token_in_query = httpx.get(f"{server.url}/v2/keys", params={"qstash_token": server.token})
+    assert token_in_query.status_code == 200
+    _still_alive(qstash)
+
+
+def test_unknown_path_is_404_and_wrong_method_405(http: httpx.Client, qstash: QStash) -> None:
+    response = http.get("/v2/nothing-here")
+    assert response.status_code == 404
+    assert set(response.json()) == {"error"}
+    assert http.put("/v2/keys").status_code == 405
+    assert http.get("/v2/messages/msg_missing").status_code == 404
+    assert http.request("PROPFIND", "/v2/keys").status_code == 405
+    _still_alive(qstash)
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("Upstash-Delay", "soon"),
+        ("Upstash-Delay", "-5s"),
+        ("Upstash-Timeout", "10 parsecs"),
+        ("Upstash-Retries", "many"),
+        ("Upstash-Retries", "-1"),
+        ("Upstash-Not-Before", "tomorrow"),
+        ("Upstash-Method", "BREW"),
+        ("Upstash-Retry-Delay", "__import__('os').system('true')"),
+        ("Upstash-Retry-Delay", "retried +"),
+        ("Upstash-Callback", "ftp://example.com/x"),
+        ("Upstash-Content-Based-Deduplication", "maybe"),
+        ("Upstash-Flow-Control-Value", "parallelism=zero"),
+        ("Upstash-Flow-Control-Value", "speed=9"),
+    ],
+)
+def test_bad_headers_are_400(
+    http: httpx.Client, qstash: QStash, destination: Destination, header: str, value: str
+) -> None:
+    headers = {header: value, "Upstash-Flow-Control-Key": "fk"}
+    response = http.post(f"/v2/publish/{destination.url('/x')}", headers=headers)
+    assert response.status_code == 400, response.text
+    assert header.lower() in response.json()["error"].lower() or "invalid" in response.text
+    _still_alive(qstash)
+
+
+def test_missing_scheme_is_400_with_upstash_message(http: httpx.Client, qstash: QStash) -> None:
+    response = http.post("/v2/publish/localhost:8000/hook", content=b"x")
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid destination url: endpoint has invalid scheme, add http:// or https://"
+    }
+    with pytest.raises(QStashError, match="400"):
+        qstash.message.publish_json(url="example.com/path", body={})
+    _still_alive(qstash)
+
+
+def test_bad_json_bodies_are_400(http: httpx.Client, qstash: QStash) -> None:
+    assert http.post("/v2/batch", content=b"{not json").status_code == 400
+    assert http.post("/v2/batch", content=b'{"an": "object"}').status_code == 400
+    assert http.post("/v2/batch", content=b'[{"destination": 5}]').status_code == 400
+    assert http.post("/v2/queues", content=b"[]").status_code == 400
+    assert http.post("/v2/queues", json={"queueName": "q", "parallelism": "x"}).status_code == 400
+    assert http.request("DELETE", "/v2/messages", content=b"nope").status_code == 400
+    assert http.get("/v2/dlq", params={"count": "lots"}).status_code == 400
+    _still_alive(qstash)
+
+
+def test_oversize_body_is_413(
+    make_server: Callable[..., DevServer], destination: Destination
+) -> None:
+    server = make_server(max_body_bytes=1024)
+    client = QStash(server.token, base_url=server.url, retry=False)
+    with pytest.raises(QStashError, match="413"):
+        client.message.publish(url=destination.url("/big"), body="x" * 5000)
+    client.message.publish(url=destination.url("/small"), body="x" * 1000)
+    destination.wait_for(1, "/small")
+    _still_alive(client)
+
+
+def test_garbage_on_the_socket_does_not_hurt(server: DevServer, qstash: QStash) -> None:
+    host, port = server.url.removeprefix("http://").split(":")
+    for garbage in (
+        b"\x00\x01\x02 nonsense\r\n\r\n",
+        b"GET /v2/keys HTTP/9.9\r\n\r\n",
+        b"POST /v2/batch HTTP/1.1\r\nContent-Length: -3\r\n\r\n",
+    ):
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(garbage)
+            assert sock.recv(4096).startswith(b"HTTP/1.")
+    _still_alive(qstash)
