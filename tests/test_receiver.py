@@ -305,3 +305,22 @@ def test_two_concurrent_deliveries_of_one_message_run_the_handler_once() -> None
     execution.refresh_from_db()
     assert execution.status == JobStatus.COMPLETED
     assert execution.attempts == 1
+
+
+def test_the_claim_without_update_returning_behaves_the_same(
+    deliver: Deliver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Databases without UPDATE ... RETURNING (MySQL) take the two-statement ORM path.
+    from django_qstash_jobs import execution as execution_module
+
+    monkeypatch.setattr(execution_module, "_supports_update_returning", lambda connection: False)
+    execution = queued()
+    assert deliver(body_of(execution)).status_code == 200
+    assert deliver(body_of(execution)).json() == {"status": "acknowledged"}
+    busy = queued(
+        status=JobStatus.RUNNING,
+        message_id="msg_busy",
+        lease_expires_at=timezone.now() + timedelta(minutes=1),
+    )
+    assert deliver(body_of(busy)).status_code == 503
+    assert SideEffect.objects.count() == 1

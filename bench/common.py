@@ -1,0 +1,144 @@
+"""Shared by the benchmarks: Django on a scratch database, the local QStash server, timing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0="
+CURRENT_KEY = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r"
+NEXT_KEY = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def setup_django(database: str, workdir: Path) -> None:
+    """Configure Django with the test settings on a scratch database, migrated."""
+    sys.path.insert(0, str(ROOT))
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    if database == "postgres":
+        os.environ["TEST_DB"] = "postgres"
+        os.environ.setdefault("PGDATABASE", "qstash_jobs_bench")
+        subprocess.run(
+            ["psql", "-h", os.environ.get("PGHOST", "127.0.0.1"), "-U", "postgres",
+             "-d", "postgres",
+             "-qc", f"DROP DATABASE IF EXISTS {os.environ['PGDATABASE']}",
+             "-c", f"CREATE DATABASE {os.environ['PGDATABASE']}"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    else:
+        os.environ["SQLITE_PATH"] = str(workdir / "bench.sqlite3")
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+
+
+@contextmanager
+def devserver(workdir: Path, backoff_scale: float = 0.0) -> Iterator[str]:
+    """The local QStash-compatible server in a subprocess; yields its URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "django_qstash_jobs.devserver", f"--port={port}",
+         f"--db={workdir / 'qstash.sqlite3'}", f"--backoff-scale={backoff_scale}"],
+        cwd=ROOT, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                requests.get(
+                    f"{url}/v2/keys", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=1
+                )
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+
+
+class _Sink(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def sink() -> Iterator[str]:
+    """An HTTP endpoint that accepts anything: a destination for messages nobody runs."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/jobs/receive/"
+    finally:
+        server.shutdown()
+
+
+@dataclass
+class Timing:
+    """Wall and CPU seconds per call of one contender."""
+
+    name: str
+    wall: list[float]
+    cpu: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.wall)
+
+    @property
+    def cpu_mean(self) -> float:
+        return statistics.fmean(self.cpu)
+
+
+def interleaved(
+    contenders: dict[str, Callable[[], object]], rounds: int, per_round: int
+) -> dict[str, Timing]:
+    """Time each contender in alternating blocks, so drift and CPU steal hit all of them alike."""
+    timings = {name: Timing(name, [], []) for name in contenders}
+    for _ in range(rounds):
+        for name, call in contenders.items():
+            for _ in range(per_round):
+                wall, cpu = time.perf_counter(), time.process_time()
+                call()
+                timings[name].wall.append(time.perf_counter() - wall)
+                timings[name].cpu.append(time.process_time() - cpu)
+    return timings
+
+
+def scratch_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="qstash-bench-"))

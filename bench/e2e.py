@@ -1,0 +1,194 @@
+"""Jobs end to end through the local QStash server and the receiver, beside the receiver alone.
+
+    python bench/e2e.py [--jobs 1000] [--db postgres|sqlite]
+
+1. Receiver capacity: gunicorn (2 workers) takes signed deliveries posted straight at it, as
+   fast as it answers; deliveries per second and worker CPU per delivery.
+2. End to end: ``enqueue_many`` records and publishes the jobs to the local QStash server,
+   which delivers them to the same gunicorn; jobs per second from the first enqueue to the
+   last completion, and the enqueue-to-completed latency p50/p99.
+Target: end to end at least 0.8x the receiver's capacity (the QStash server is not the
+bottleneck). Exits non-zero when it is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, devserver, free_port, scratch_dir, setup_django
+
+TARGET = 0.8
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of the processes, from /proc."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def worker_pids(master: int) -> list[int]:
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def start_gunicorn(port: int, environment: dict[str, str]) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--workers=2", f"--bind=127.0.0.1:{port}",
+         "--log-level=warning", "django.core.wsgi:get_wsgi_application()"],
+        cwd=ROOT, env=environment,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/jobs/receive/", timeout=5)
+            time.sleep(0.5)  # let both workers boot
+            return process
+        except requests.RequestException:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("gunicorn did not start")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="postgres")
+    parser.add_argument("--concurrency", type=int, default=8)
+    arguments = parser.parse_args()
+
+    workdir = scratch_dir()
+    setup_django(arguments.db, workdir)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+    from django.conf import settings
+
+    from django_qstash_jobs.models import JobExecution, JobStatus
+    from tests.signing_helpers import qstash_token
+
+    port = free_port()
+    receiver_url = f"http://127.0.0.1:{port}/jobs/receive/"
+    with devserver(workdir) as qstash_url:
+        environment = {
+            **os.environ,
+            "QSTASH_URL": qstash_url,
+            "QSTASH_RECEIVER_URL": receiver_url,
+            "PYTHONPATH": str(ROOT),
+        }
+        gunicorn = start_gunicorn(port, environment)
+        try:
+            workers = worker_pids(gunicorn.pid)
+
+            # 1. The receiver alone: rows recorded as a publish would leave them, then signed POSTs.
+            rows = [
+                JobExecution(job_type="echo", payload={"message": "x", "times": 1},
+                             status=JobStatus.QUEUED, max_retries=0)
+                for _ in range(arguments.jobs)
+            ]  # fmt: skip
+            JobExecution.objects.bulk_create(rows)
+            bodies = [
+                json.dumps({"job_id": row.job_id, "job_type": "echo"}).encode() for row in rows
+            ]
+            requests_ = [(body, qstash_token(body, url=receiver_url)) for body in bodies]
+            connections_: dict[int, http.client.HTTPConnection] = {}
+
+            def post(item: tuple[bytes, str]) -> int:
+                # http.client, not requests: the load generator shares the two cores with the
+                # server, and must cost as little CPU as it can.
+                connection = connections_.get(threading.get_ident())
+                if connection is None:
+                    connection = http.client.HTTPConnection("127.0.0.1", port)
+                    connections_[threading.get_ident()] = connection
+                body, token = item
+                connection.request(
+                    "POST",
+                    "/jobs/receive/",
+                    body,
+                    {"Upstash-Signature": token, "Content-Type": "application/json",
+                     "Upstash-Retried": "0"},
+                )  # fmt: skip
+                response = connection.getresponse()
+                response.read()
+                return response.status
+
+            cpu_before = cpu_seconds(workers)
+            started = time.perf_counter()
+            with ThreadPoolExecutor(arguments.concurrency) as pool:
+                statuses = list(pool.map(post, requests_))
+            direct_seconds = time.perf_counter() - started
+            direct_cpu = cpu_seconds(workers) - cpu_before
+            assert statuses.count(200) == arguments.jobs, f"direct POSTs failed: {set(statuses)}"
+            capacity = arguments.jobs / direct_seconds
+
+            # 2. End to end through the QStash server.
+            from django.test import override_settings
+
+            jobs_settings = {
+                **settings.QSTASH_JOBS,
+                "TRANSPORT": "qstash",
+                "URL": qstash_url,
+                "RECEIVER_URL": receiver_url,
+            }
+            with override_settings(QSTASH_JOBS=jobs_settings):
+                cpu_before = cpu_seconds(workers)
+                started = time.perf_counter()
+                ids = job_dispatcher_enqueue_many(arguments.jobs)
+                deadline = time.monotonic() + 300
+                while JobExecution.objects.filter(
+                    job_id__in=ids, status=JobStatus.COMPLETED
+                ).count() < len(ids):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("jobs did not complete within 300 s")
+                    time.sleep(0.05)
+                e2e_seconds = time.perf_counter() - started
+                e2e_cpu = cpu_seconds(workers) - cpu_before
+            finished = JobExecution.objects.filter(job_id__in=ids)
+            latencies = sorted(
+                (row.finished_at - row.created_at).total_seconds() for row in finished
+            )
+        finally:
+            gunicorn.send_signal(signal.SIGTERM)
+            gunicorn.wait(timeout=15)
+
+    throughput = arguments.jobs / e2e_seconds
+    ratio = throughput / capacity
+    p50 = statistics.median(latencies)
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    print(f"database: {arguments.db}; {arguments.jobs} jobs; gunicorn 2 workers")
+    print(f"{'':<34}{'per second':>12}{'worker cpu ms/job':>19}")
+    for name, rate, cpu in (
+        ("receiver, direct signed POSTs", capacity, direct_cpu),
+        ("end to end via the QStash server", throughput, e2e_cpu),
+    ):
+        print(f"{name:<34}{rate:>12.0f}{1e3 * cpu / arguments.jobs:>19.2f}")
+    print(f"end to end / receiver capacity: {ratio:.2f}x (target >= {TARGET}x)")
+    print(f"enqueue-to-completed latency: p50 {p50 * 1e3:.0f} ms, p99 {p99 * 1e3:.0f} ms")
+    return 0 if ratio >= TARGET else 1
+
+
+def job_dispatcher_enqueue_many(count: int) -> list[str]:
+    from django_qstash_jobs import job_dispatcher
+
+    return job_dispatcher.enqueue_many(
+        [{"job_type": "echo", "payload": {"message": str(i)}} for i in range(count)]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""What enqueue costs over a bare QStash publish, and what enqueue_many saves.
+
+    python bench/enqueue.py [--db sqlite|postgres] [--rounds 10] [--per-round 50]
+
+Both contenders publish to the same local QStash-compatible server, over the same kind of
+keep-alive HTTP client, with a one-hour delay so that no delivery competes for the CPU while we
+measure. Prints medians, CPU per call and the ratios; exits non-zero when a target is missed:
+enqueue at most 1.3x the bare publish, enqueue_many at least 10x faster per job than enqueue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    CURRENT_KEY,
+    NEXT_KEY,
+    TOKEN,
+    devserver,
+    interleaved,
+    scratch_dir,
+    setup_django,
+    sink,
+)
+
+ENQUEUE_TARGET = 1.3
+BATCH_TARGET = 10.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--per-round", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=1000)
+    arguments = parser.parse_args()
+
+    workdir = scratch_dir()
+    setup_django(arguments.db, workdir)
+    from django.test import override_settings
+    from qstash import QStash
+
+    from django_qstash_jobs import job_dispatcher
+
+    with devserver(workdir) as qstash_url, sink() as receiver_url:
+        settings = {
+            "TRANSPORT": "qstash",
+            "URL": qstash_url,
+            "TOKEN": TOKEN,
+            "CURRENT_SIGNING_KEY": CURRENT_KEY,
+            "NEXT_SIGNING_KEY": NEXT_KEY,
+            "RECEIVER_URL": receiver_url,
+        }
+        with override_settings(QSTASH_JOBS=settings):
+            bare = QStash(TOKEN, base_url=qstash_url)
+            payload = {"message": "hello", "times": 1}
+            body = {"job_id": "00000000-0000-0000-0000-000000000000", "job_type": "echo"}
+
+            counter = iter(range(10**9))
+
+            def bare_publish() -> None:
+                # The same message our transport sends: retries, delay and a deduplication id.
+                bare.message.publish_json(
+                    url=receiver_url,
+                    body=body,
+                    retries=2,
+                    delay=3600,
+                    deduplication_id=f"bare-{next(counter)}",
+                )
+
+            def enqueue() -> None:
+                job_dispatcher.enqueue("echo", payload, None, {"delay": 3_600_000})
+
+            for warm_up in (bare_publish, enqueue):
+                for _ in range(20):
+                    warm_up()
+            timings = interleaved(
+                {"bare qstash publish_json": bare_publish, "job_dispatcher.enqueue": enqueue},
+                arguments.rounds,
+                arguments.per_round,
+            )
+
+            jobs = [
+                {"job_type": "echo", "payload": payload, "options": {"delay": 3_600_000}}
+                for _ in range(arguments.batch)
+            ]
+            started = time.perf_counter()
+            for _ in range(arguments.batch):
+                enqueue()
+            one_by_one = time.perf_counter() - started
+            started = time.perf_counter()
+            job_dispatcher.enqueue_many(jobs)
+            batched = time.perf_counter() - started
+
+    bare_timing = timings["bare qstash publish_json"]
+    ours = timings["job_dispatcher.enqueue"]
+    enqueue_ratio = ours.median / bare_timing.median
+    batch_speedup = one_by_one / batched
+    print(f"database: {arguments.db}; {arguments.rounds} x {arguments.per_round} calls each")
+    print(f"{'contender':<28}{'median ms':>10}{'cpu ms/call':>13}")
+    for timing in (bare_timing, ours):
+        print(f"{timing.name:<28}{timing.median * 1e3:>10.3f}{timing.cpu_mean * 1e3:>13.3f}")
+    print(f"enqueue / bare publish: {enqueue_ratio:.2f}x (target <= {ENQUEUE_TARGET}x)")
+    print(
+        f"{arguments.batch} x enqueue: {one_by_one:.2f} s; enqueue_many({arguments.batch}): "
+        f"{batched:.3f} s; {batch_speedup:.1f}x faster per job (target >= {BATCH_TARGET}x)"
+    )
+    return 0 if enqueue_ratio <= ENQUEUE_TARGET and batch_speedup >= BATCH_TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
