@@ -8,7 +8,7 @@ export PGHOST ?= 127.0.0.1
 export PGPORT ?= 5432
 export PGUSER ?= postgres
 
-.PHONY: help venv test test-sqlite test-postgres lint ci demo bench clean
+.PHONY: help venv system-packages test test-sqlite test-postgres lint ci demo bench clean
 
 help:
 	@echo "make demo   set everything up and run real jobs end to end through the local QStash server"
@@ -25,7 +25,10 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-test: venv test-sqlite test-postgres
+system-packages:
+	scripts/ensure-system-packages
+
+test: venv system-packages test-sqlite test-postgres
 
 test-sqlite: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -46,7 +49,9 @@ demo: venv
 	cd example_project && ../$(BIN)/python manage.py demo
 
 bench: venv
-	$(BIN)/python bench/enqueue.py
+	$(BIN)/python bench/enqueue.py --db postgres
+	$(BIN)/python bench/e2e.py --db postgres
+	$(BIN)/python bench/export.py --db postgres
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info test-db.sqlite3 tests.sqlite3

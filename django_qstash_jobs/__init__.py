@@ -12,8 +12,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from django_qstash_jobs.context import JobContext
     from django_qstash_jobs.dispatcher import get_job_execution_by_job_id, job_dispatcher
+    from django_qstash_jobs.exports import register_export
+    from django_qstash_jobs.jobs.cleanup import register_cleanup
+    from django_qstash_jobs.jobs.webhooks import stripe_handler, webhook_handler, webhook_received
     from django_qstash_jobs.options import EnqueueOptions, JobMetadata
     from django_qstash_jobs.registry import JOB_TYPES, register_job
+    from django_qstash_jobs.reports import register_report
 
 __all__ = [
     "JOB_TYPES",
@@ -22,7 +26,13 @@ __all__ = [
     "JobMetadata",
     "get_job_execution_by_job_id",
     "job_dispatcher",
+    "register_cleanup",
+    "register_export",
     "register_job",
+    "register_report",
+    "stripe_handler",
+    "webhook_handler",
+    "webhook_received",
 ]
 
 _LOCATIONS = {
@@ -33,6 +43,12 @@ _LOCATIONS = {
     "EnqueueOptions": "django_qstash_jobs.options",
     "job_dispatcher": "django_qstash_jobs.dispatcher",
     "get_job_execution_by_job_id": "django_qstash_jobs.dispatcher",
+    "webhook_handler": "django_qstash_jobs.jobs.webhooks",
+    "stripe_handler": "django_qstash_jobs.jobs.webhooks",
+    "webhook_received": "django_qstash_jobs.jobs.webhooks",
+    "register_report": "django_qstash_jobs.reports",
+    "register_export": "django_qstash_jobs.exports",
+    "register_cleanup": "django_qstash_jobs.jobs.cleanup",
 }
 
 

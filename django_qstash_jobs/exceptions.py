@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import SuspiciousOperation
+
 
 class QStashJobsError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -54,3 +56,14 @@ class PermanentJobError(QStashJobsError):
 
 class SignatureError(QStashJobsError):
     """A delivery's ``Upstash-Signature`` did not verify. The reason is logged, never answered."""
+
+
+class EmailsNotSent(QStashJobsError):
+    """Some emails of a job failed for a reason that may pass; the job is retried for those only."""
+
+
+class WebhookValidationError(QStashJobsError, SuspiciousOperation):
+    """An inbound webhook failed verification; it is logged and answered with a bare 400.
+
+    A missing or wrong signature, a stale timestamp, or a body not in the provider's format.
+    """

@@ -166,3 +166,53 @@ class JobExecution(models.Model):
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+class EmailDeliveryStatus(models.TextChoices):
+    #: Handed to the email backend; still in this state on a later attempt means that attempt
+    #: stopped mid-send, so whether the email left is unknown.
+    SENDING = "sending", _("Sending")
+    SENT = "sent", _("Sent")
+    #: A temporary failure: the next attempt sends it again.
+    FAILED = "failed", _("Failed")
+    #: Refused for good (bad recipient, broken template): never sent again.
+    REJECTED = "rejected", _("Rejected")
+    #: A previous attempt stopped while sending; not sent again, so it is never sent twice.
+    UNKNOWN = "unknown", _("Unknown")
+
+
+class EmailDelivery(models.Model):
+    """One email of a ``send_email`` or ``send_batch_emails`` job and what became of it.
+
+    Recorded as each email is sent, so a retried job skips the emails already sent.
+    """
+
+    execution = models.ForeignKey(
+        JobExecution,
+        verbose_name=_("job"),
+        on_delete=models.CASCADE,
+        related_name="email_deliveries",
+    )
+    #: The email's index in the job's list (0 for ``send_email``).
+    position = models.PositiveIntegerField(_("position"))
+    recipient = models.CharField(_("recipient"), max_length=254)
+    template = models.CharField(_("template"), max_length=100)
+    status = models.CharField(_("status"), max_length=16, choices=EmailDeliveryStatus.choices)
+    #: The ESP's message id (django-anymail), else the Message-ID header.
+    message_id = models.CharField(_("message id"), max_length=255, blank=True, default="")
+    error = models.TextField(_("error"), blank=True, default="")
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        ordering = ["execution", "position"]
+        verbose_name = _("email delivery")
+        verbose_name_plural = _("email deliveries")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["execution", "position"], name="qstash_email_delivery_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.template} to {self.recipient} ({self.status})"

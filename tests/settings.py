@@ -79,6 +79,10 @@ QSTASH_JOBS = {
     "NEXT_SIGNING_KEY": "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs",
 }
 
+# Django 6.1+ sends through MAILERS (the test runner makes each alias locmem); older versions
+# use EMAIL_BACKEND, which the test runner sets to locmem.
+MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -10,8 +10,12 @@ import re
 from datetime import date
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+from django_qstash_jobs.exports import export_registry, filter_name
+from django_qstash_jobs.jobs.email_templates import validate_context
+from django_qstash_jobs.reports import report_registry
 
 EMAIL_TEMPLATES = (
     "welcome",
@@ -69,6 +73,15 @@ class SendEmailPayload(Payload):
     def _addresses(cls, value: list[str]) -> list[str]:
         return [_check_address(address) for address in value]
 
+    @field_validator("data")
+    @classmethod
+    def _context(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # Checked at enqueue, so a missing ``reset_url`` is the caller's error, not a failed job.
+        template = info.data.get("template")
+        if template is None:
+            return value  # The template is invalid; that error is reported already.
+        return validate_context(template, value)
+
 
 class SendBatchEmailsPayload(Payload):
     emails: list[SendEmailPayload] = Field(min_length=1, max_length=1000)
@@ -82,9 +95,12 @@ class ProcessWebhookPayload(Payload):
 
 class ProcessStripeWebhookPayload(Payload):
     event_type: str = Field(min_length=1, max_length=200)
+    #: The event's ``data.object``.
     event_data: dict[str, Any] = Field(default_factory=dict)
     ip_address: str | None = None
     event_id: str | None = None
+    #: The event's ``data.previous_attributes``, on ``*.updated`` events.
+    previous_attributes: dict[str, Any] | None = None
 
 
 class GenerateReportPayload(Payload):
@@ -92,6 +108,15 @@ class GenerateReportPayload(Payload):
     start_date: date
     end_date: date
     format: Literal["pdf", "html", "csv"] = "pdf"
+
+    @field_validator("report_type")
+    @classmethod
+    def _registered_report(cls, value: str) -> str:
+        try:
+            report_registry.get(value)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> GenerateReportPayload:
@@ -103,7 +128,26 @@ class GenerateReportPayload(Payload):
 class ExportDataPayload(Payload):
     entity_type: str = Field(min_length=1, max_length=100)
     format: Literal["csv", "json", "jsonl"] = "csv"
+    #: Filter name (as declared with ``register_export``) -> value.
     filters: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("entity_type")
+    @classmethod
+    def _registered_export(cls, value: str) -> str:
+        try:
+            export_registry.get(value)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+        return value
+
+    @field_validator("filters")
+    @classmethod
+    def _declared_filters(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # At enqueue time, so an undeclared filter or a bad date never becomes a job.
+        entity_type = info.data.get("entity_type")
+        if entity_type is not None:
+            export_registry.get(entity_type).lookups(value)
+        return {filter_name(name): filter_value for name, filter_value in value.items()}
 
 
 class CleanupOldDataPayload(Payload):

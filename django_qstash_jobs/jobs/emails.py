@@ -1,0 +1,229 @@
+"""``send_email`` and ``send_batch_emails``: render a template and send it through EMAIL_BACKEND.
+
+Each email is recorded as an :class:`~django_qstash_jobs.models.EmailDelivery` before and after
+it is handed to the backend, so a retried job sends only the emails that failed, never one that
+was sent. An attempt that died while handing an email over leaves it ``sending``; the next
+attempt marks it ``unknown`` and does not send it again (it may have left).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import smtplib
+from collections.abc import Sequence
+from typing import Any
+
+from django.conf import settings
+from django.core import mail
+from django.core.mail import EmailMultiAlternatives
+from django.core.mail.backends.base import BaseEmailBackend
+from django.core.mail.message import make_msgid
+from django.core.mail.utils import DNS_NAME
+from django.template import TemplateDoesNotExist, TemplateSyntaxError
+from pydantic import ValidationError
+
+from django_qstash_jobs.context import JobContext
+from django_qstash_jobs.exceptions import EmailsNotSent, PermanentJobError
+from django_qstash_jobs.jobs.email_templates import render_email
+from django_qstash_jobs.jobs.schemas import SendBatchEmailsPayload, SendEmailPayload
+from django_qstash_jobs.models import EmailDelivery, EmailDeliveryStatus
+from django_qstash_jobs.registry import JOB_TYPES, register_job
+
+logger = logging.getLogger("django_qstash_jobs")
+
+
+def _refused_errors() -> tuple[type[Exception], ...]:
+    """Errors saying a recipient was refused: resending cannot help."""
+    refused: tuple[type[Exception], ...] = (smtplib.SMTPRecipientsRefused,)
+    try:  # django-anymail is optional.
+        anymail = importlib.import_module("anymail.exceptions")
+    except ImportError:
+        return refused
+    return (*refused, anymail.AnymailRecipientsRefused, anymail.AnymailInvalidAddress)
+
+
+_REFUSED = _refused_errors()
+
+#: Rendering errors that no retry can fix.
+_BROKEN_TEMPLATE = (TemplateDoesNotExist, TemplateSyntaxError, ValidationError)
+#: Already dealt with by an earlier attempt: never sent again.
+_SETTLED = (EmailDeliveryStatus.SENT, EmailDeliveryStatus.REJECTED, EmailDeliveryStatus.UNKNOWN)
+
+
+def build_message(
+    payload: SendEmailPayload, connection: BaseEmailBackend
+) -> EmailMultiAlternatives:
+    """The email of one payload: the template's subject, text body and HTML alternative."""
+    rendered = render_email(payload.template, payload.data)
+    headers: dict[str, str] = {}
+    if not hasattr(connection, "esp_name"):
+        # Outside django-anymail (which reports the ESP's id) the Message-ID header is the only
+        # id an email has; set it here so that it can be recorded.
+        headers["Message-ID"] = make_msgid(domain=DNS_NAME)
+    message = EmailMultiAlternatives(
+        subject=rendered.subject,
+        body=rendered.text,
+        from_email=payload.from_email or settings.DEFAULT_FROM_EMAIL,
+        to=[payload.to],
+        cc=list(payload.cc),
+        bcc=list(payload.bcc),
+        reply_to=list(payload.reply_to),
+        headers=headers,
+    )
+    message.attach_alternative(rendered.html, "text/html")
+    return message
+
+
+def open_mailer() -> BaseEmailBackend:
+    """The default mailer (Django 6.1's ``MAILERS``), else a connection to EMAIL_BACKEND."""
+    mailers = getattr(mail, "mailers", None)
+    if mailers is not None:
+        backend: BaseEmailBackend = mailers.default
+        return backend
+    return mail.get_connection()
+
+
+def _message_id(message: EmailMultiAlternatives) -> str:
+    status = getattr(message, "anymail_status", None)
+    if status is not None and status.message_id is not None:
+        return str(status.message_id)
+    return str(message.extra_headers.get("Message-ID", ""))
+
+
+def _is_permanent(exc: Exception) -> bool:
+    if isinstance(exc, _REFUSED):
+        return True
+    # SMTP 5xx replies are permanent by definition (RFC 5321 section 4.2.1); 4xx may pass.
+    return isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code >= 500
+
+
+def deliver(ctx: JobContext, payloads: Sequence[SendEmailPayload]) -> list[EmailDelivery]:
+    """Send each email not settled by an earlier attempt, over one connection; return all."""
+    previous = {
+        record.position: record
+        for record in EmailDelivery.objects.filter(execution_id=ctx.execution.pk)
+    }
+    connection = open_mailer()
+    records: list[EmailDelivery] = []
+    total = len(payloads)
+    try:
+        for position, payload in enumerate(payloads):
+            record = previous.get(position)
+            if record is not None and record.status == EmailDeliveryStatus.SENDING:
+                record = _settle(
+                    record,
+                    EmailDeliveryStatus.UNKNOWN,
+                    error="An earlier attempt stopped while sending this email; it is not sent "
+                    "again, so that it is never sent twice.",
+                )
+                logger.warning("Email %s of job %s: delivery unknown.", position, ctx.job_id)
+            if record is None or record.status not in _SETTLED:
+                record = _send(ctx, connection, position, payload, record)
+            records.append(record)
+            if total > 1 and (position + 1) * 100 // total != position * 100 // total:
+                ctx.set_progress((position + 1) * 100 // total, f"{position + 1}/{total} emails")
+    finally:
+        with contextlib.suppress(Exception):
+            connection.close()
+    return records
+
+
+def _send(
+    ctx: JobContext,
+    connection: BaseEmailBackend,
+    position: int,
+    payload: SendEmailPayload,
+    record: EmailDelivery | None,
+) -> EmailDelivery:
+    try:
+        message = build_message(payload, connection)
+    except _BROKEN_TEMPLATE as exc:
+        record = _start(ctx, position, payload, record)
+        return _settle(record, EmailDeliveryStatus.REJECTED, error=_describe(exc))
+    record = _start(ctx, position, payload, record)
+    try:
+        connection.open()
+        sent = connection.send_messages([message])
+    except Exception as exc:
+        # Reconnect for the next email: after an error the connection may be unusable.
+        with contextlib.suppress(Exception):
+            connection.close()
+        status = EmailDeliveryStatus.REJECTED if _is_permanent(exc) else EmailDeliveryStatus.FAILED
+        return _settle(record, status, error=_describe(exc))
+    if sent == 0:
+        return _settle(
+            record, EmailDeliveryStatus.REJECTED, error="The email backend sent nothing."
+        )
+    return _settle(record, EmailDeliveryStatus.SENT, message_id=_message_id(message))
+
+
+def _start(
+    ctx: JobContext, position: int, payload: SendEmailPayload, record: EmailDelivery | None
+) -> EmailDelivery:
+    # Written (and committed: jobs run in autocommit) before the backend is called, so a crash
+    # mid-send is visible to the next attempt.
+    if record is None:
+        return EmailDelivery.objects.create(
+            execution_id=ctx.execution.pk,
+            position=position,
+            recipient=payload.to,
+            template=payload.template,
+            status=EmailDeliveryStatus.SENDING,
+        )
+    return _settle(record, EmailDeliveryStatus.SENDING, error="")
+
+
+def _settle(
+    record: EmailDelivery, status: str, *, error: str = "", message_id: str = ""
+) -> EmailDelivery:
+    record.status, record.error = status, error
+    if message_id:
+        record.message_id = message_id
+    record.save(update_fields=["status", "error", "message_id", "updated_at"])
+    return record
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _summary(record: EmailDelivery) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "to": record.recipient,
+        "template": record.template,
+        "status": record.status,
+        "message_id": record.message_id or None,
+    }
+    if record.error:
+        summary["error"] = record.error
+    return summary
+
+
+@register_job(JOB_TYPES.SEND_EMAIL, schema=SendEmailPayload)
+def send_email(payload: SendEmailPayload, ctx: JobContext) -> dict[str, Any]:
+    """Render and send one email; the result holds its message id."""
+    (record,) = deliver(ctx, [payload])
+    if record.status == EmailDeliveryStatus.REJECTED:
+        raise PermanentJobError(f"The email to {record.recipient} was refused: {record.error}")
+    if record.status == EmailDeliveryStatus.FAILED:
+        raise EmailsNotSent(f"The email to {record.recipient} was not sent: {record.error}")
+    return _summary(record)
+
+
+@register_job(JOB_TYPES.SEND_BATCH_EMAILS, schema=SendBatchEmailsPayload)
+def send_batch_emails(payload: SendBatchEmailsPayload, ctx: JobContext) -> dict[str, Any]:
+    """Send many emails over one connection; a retry sends only those that failed."""
+    records = deliver(ctx, payload.emails)
+    failed = [record for record in records if record.status == EmailDeliveryStatus.FAILED]
+    if failed:
+        examples = "; ".join(f"{record.recipient}: {record.error}" for record in failed[:3])
+        raise EmailsNotSent(
+            f"{len(failed)} of {len(records)} emails were not sent and are sent again on the "
+            f"next attempt ({examples})."
+        )
+    counts = {status.value: 0 for status in EmailDeliveryStatus if status in _SETTLED}
+    for record in records:
+        counts[record.status] += 1
+    return {"total": len(records), **counts, "emails": [_summary(r) for r in records]}

@@ -1,0 +1,238 @@
+"""export_data: declared filters only, CSV/JSON/JSON Lines, scoping, progress, empty and unicode."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from datetime import timezone as dt_timezone
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.files.storage import FileSystemStorage
+
+from django_qstash_jobs import (
+    JOB_TYPES,
+    JobContext,
+    get_job_execution_by_job_id,
+    job_dispatcher,
+    register_export,
+)
+from django_qstash_jobs.exceptions import JobValidationError
+from django_qstash_jobs.exports import export_registry
+from django_qstash_jobs.jobs import export_formats, exports
+from django_qstash_jobs.models import JobExecution, JobStatus
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("storage")]
+
+
+def joined(day: int) -> datetime:
+    return datetime(2025, 1, day, 9, 30, tzinfo=dt_timezone.utc)
+
+
+@pytest.fixture
+def users() -> None:
+    User.objects.create(username="old", email="old@example.com", date_joined=joined(1))
+    User.objects.create(
+        username="zoe",
+        email="zoe@example.com",
+        first_name="Zoë",
+        last_name='Ångström, "Jr"',
+        date_joined=joined(15),
+        password="pbkdf2_sha256$secret-hash",
+    )
+    User.objects.create(username="li", first_name="李", last_name="✓ 😀", date_joined=joined(20))
+
+
+def export(payload: dict[str, Any], metadata: dict[str, Any] | None = None) -> JobExecution:
+    execution = get_job_execution_by_job_id(
+        job_dispatcher.enqueue(JOB_TYPES.EXPORT_DATA, payload, metadata)
+    )
+    assert execution is not None
+    return execution
+
+
+def read(storage: FileSystemStorage, execution: JobExecution) -> str:
+    assert execution.status == JobStatus.COMPLETED, execution.error
+    result = execution.result
+    assert set(result) == {"file", "url", "size", "rows"}
+    with storage.open(result["file"]) as stored:
+        content: bytes = stored.read()
+    assert result["size"] == len(content)
+    assert result["url"] == storage.url(result["file"])
+    return content.decode("utf-8")
+
+
+@pytest.mark.usefixtures("users")
+def test_users_csv_with_a_date_filter(storage: FileSystemStorage) -> None:
+    execution = export(
+        {"entityType": "users", "format": "csv", "filters": {"createdAfter": "2025-01-10"}},
+        {"user_id": 123, "organization_id": 456},
+    )
+
+    content = read(storage, execution)
+    assert execution.result["rows"] == 2
+    assert execution.result["file"].startswith("qstash_jobs/exports/")
+    assert execution.result["file"].endswith(f"/users-{execution.job_id}.csv")
+    assert execution.payload["filters"] == {"created_after": "2025-01-10"}
+    rows = list(csv.DictReader(io.StringIO(content, newline="")))
+    assert [row["username"] for row in rows] == ["zoe", "li"]
+    assert rows[0]["date_joined"] == "2025-01-15T09:30:00+00:00"
+    assert rows[0]["last_login"] == ""
+    assert rows[0]["last_name"] == 'Ångström, "Jr"'
+    assert rows[1]["first_name"] == "李"
+    assert rows[1]["last_name"] == "✓ 😀"
+    assert "password" not in rows[0]
+    assert "secret-hash" not in content
+
+
+@pytest.mark.usefixtures("users")
+def test_json_and_json_lines_hold_the_same_objects(storage: FileSystemStorage) -> None:
+    as_json = read(storage, export({"entity_type": "users", "format": "json"}))
+    as_jsonl = read(storage, export({"entity_type": "users", "format": "jsonl"}))
+
+    objects = json.loads(as_json)
+    assert [json.loads(line) for line in as_jsonl.splitlines()] == objects
+    assert [item["username"] for item in objects] == ["old", "zoe", "li"]
+    assert objects[1]["date_joined"] == "2025-01-15T09:30:00Z"
+    assert objects[2]["first_name"] == "李"
+    assert "李" in as_json  # Written as UTF-8, not \u escapes.
+    assert objects[0]["is_active"] is True
+
+
+@pytest.mark.parametrize(
+    ("filters", "message"),
+    [
+        (
+            {"password": "x"},
+            "unknown filter 'password' for export 'users'; allowed filters: "
+            "created_after, created_before, is_active, is_staff",
+        ),
+        ({"username": "zoe"}, "unknown filter 'username'"),
+        ({"created_after": "last tuesday"}, "filter 'created_after': 'last tuesday' is not a date"),
+        ({"created_after": 20250101}, "filter 'created_after': 20250101 is not a date"),
+        ({"is_active": "maybe"}, "filter 'is_active': “maybe” value must be either True or False"),
+    ],
+)
+def test_a_forbidden_filter_or_bad_value_is_refused_at_enqueue(
+    filters: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(JobValidationError) as caught:
+        export({"entity_type": "users", "filters": filters})
+
+    assert message in str(caught.value)
+    assert caught.value.errors[0]["field"] == "filters"
+    assert not JobExecution.objects.exists()
+
+
+def test_an_unknown_export_is_refused_at_enqueue() -> None:
+    with pytest.raises(JobValidationError, match="unknown export 'orders'; registered exports:"):
+        export({"entity_type": "orders"})
+
+
+@pytest.mark.parametrize(
+    ("file_format", "expected"),
+    [
+        (
+            "csv",
+            "id,username,email,first_name,last_name,is_active,is_staff,date_joined,last_login\r\n",
+        ),
+        ("json", "[]\n"),
+        ("jsonl", ""),
+    ],
+)
+@pytest.mark.usefixtures("users")
+def test_an_empty_result_is_a_valid_empty_file(
+    storage: FileSystemStorage, file_format: str, expected: str
+) -> None:
+    execution = export(
+        {"entity_type": "users", "format": file_format, "filters": {"created_after": "2030-01-01"}}
+    )
+    assert read(storage, execution) == expected
+    assert execution.result["rows"] == 0
+
+
+def test_job_executions_of_an_organisation_hold_only_its_rows(storage: FileSystemStorage) -> None:
+    for organization in ("456", "456", "789", None):
+        JobExecution.objects.create(
+            job_type="echo", status="completed", organization_id=organization
+        )
+
+    scoped = export({"entity_type": "job_executions", "format": "jsonl"}, {"organization_id": 456})
+    everything = export({"entity_type": "job_executions", "format": "jsonl"})
+
+    # The organisation's two jobs, and the export's own (running) job, enqueued for it too.
+    assert scoped.result["rows"] == 3
+    lines = [json.loads(line) for line in read(storage, scoped).splitlines()]
+    assert {line["organization_id"] for line in lines} == {"456"}
+    # In the model's order, newest first.
+    assert lines[0]["job_id"] == scoped.job_id
+    assert lines[0]["status"] == "running"
+    # Unscoped: the four rows and the two export jobs.
+    assert everything.result["rows"] == 6
+
+
+@pytest.fixture
+def custom_export() -> Iterator[None]:
+    register_export(
+        "job-payloads",
+        queryset=JobExecution.objects.filter(job_type="echo"),
+        fields=["job_id", "payload", "schedule__name"],
+        filters={"statuses": "status__in", "unscheduled": "schedule__isnull"},
+        chunk_size=2,
+    )
+    yield
+    export_registry.unregister("job-payloads")
+
+
+@pytest.mark.usefixtures("custom_export")
+def test_a_registered_export_with_list_and_null_filters(storage: FileSystemStorage) -> None:
+    for status, message in (("completed", "héllo"), ("failed", "b"), ("queued", "c")):
+        JobExecution.objects.create(job_type="echo", status=status, payload={"message": message})
+
+    execution = export(
+        {
+            "entity_type": "job-payloads",
+            "filters": {"statuses": ["completed", "failed"], "unscheduled": True},
+        }
+    )
+
+    rows = list(csv.reader(io.StringIO(read(storage, execution), newline="")))
+    assert rows[0] == ["job_id", "payload", "schedule__name"]
+    # JSON columns are JSON in the CSV, not Python's repr.
+    assert [json.loads(row[1]) for row in rows[1:]] == [{"message": "b"}, {"message": "héllo"}]
+    assert all(row[2] == "" for row in rows[1:])
+    with pytest.raises(JobValidationError, match="filter 'statuses': must be a list"):
+        export({"entity_type": "job-payloads", "filters": {"statuses": "completed"}})
+    with pytest.raises(JobValidationError, match="filter 'unscheduled': must be true or false"):
+        export({"entity_type": "job-payloads", "filters": {"unscheduled": "yes"}})
+
+
+def test_registering_an_export_twice_needs_replace() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register_export("users", queryset=User.objects.all(), fields=["id"])
+    with pytest.raises(ValueError, match="non-empty list of fields"):
+        register_export("nothing", queryset=User.objects.all(), fields=[])
+
+
+@pytest.mark.usefixtures("users")
+def test_progress_is_reported_while_rows_are_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    reported: list[tuple[int, str]] = []
+    original = JobContext.set_progress
+
+    def spy(self: JobContext, percent: float, message: str = "") -> None:
+        reported.append((int(percent), message))
+        original(self, percent, message)
+
+    monkeypatch.setattr(JobContext, "set_progress", spy)
+    monkeypatch.setattr(exports, "PROGRESS_INTERVAL", 0)
+    monkeypatch.setattr(export_formats, "_CHUNK", 2)
+
+    execution = export({"entity_type": "users"})
+
+    assert execution.status == JobStatus.COMPLETED
+    assert reported == [(0, "0/3 rows"), (66, "2/3 rows"), (99, "3/3 rows")]
+    assert execution.progress == 100

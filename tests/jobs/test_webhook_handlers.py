@@ -1,0 +1,176 @@
+"""process_webhook and process_stripe_webhook: handlers by source and event, and the signal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from django_qstash_jobs import (
+    JOB_TYPES,
+    JobContext,
+    get_job_execution_by_job_id,
+    job_dispatcher,
+    stripe_handler,
+    webhook_handler,
+    webhook_received,
+)
+from django_qstash_jobs.jobs import webhooks
+from django_qstash_jobs.models import JobExecution, JobStatus
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def isolated_handlers() -> Iterator[None]:
+    """Handlers registered by a test are gone after it."""
+    saved = (
+        list(webhooks.webhook_handlers._registrations),
+        list(webhooks.stripe_handlers._registrations),
+    )
+    yield
+    webhooks.webhook_handlers._registrations, webhooks.stripe_handlers._registrations = saved
+
+
+def run(job_type: str, payload: dict[str, Any], **options: Any) -> JobExecution:
+    execution = get_job_execution_by_job_id(
+        job_dispatcher.enqueue(job_type, payload, None, options)
+    )
+    assert execution is not None
+    return execution
+
+
+def test_handlers_of_the_source_and_event_run_with_the_payload_and_context() -> None:
+    seen: list[tuple[str, str, Any, int]] = []
+
+    @webhook_handler("github", "pull_request")
+    def on_pr(payload: Any, ctx: JobContext) -> None:
+        seen.append((payload.source, payload.event, payload.data, ctx.attempt))
+
+    @webhook_handler("github", "push")
+    def on_push(payload: Any, ctx: JobContext) -> None:
+        seen.append(("push", "", None, 0))
+
+    @webhook_handler("gitlab", "pull_request")
+    def on_gitlab(payload: Any, ctx: JobContext) -> None:
+        seen.append(("gitlab", "", None, 0))
+
+    execution = run(
+        JOB_TYPES.PROCESS_WEBHOOK,
+        {"source": "github", "event": "pull_request", "data": {"number": 7}},
+    )
+
+    assert execution.status == JobStatus.COMPLETED
+    assert seen == [("github", "pull_request", {"number": 7}, 1)]
+    assert execution.result == {
+        "source": "github",
+        "event": "pull_request",
+        "handlers": [f"{__name__}.{on_pr.__qualname__}"],
+    }
+
+
+def test_an_event_pattern_matches_several_events() -> None:
+    events: list[str] = []
+
+    @webhook_handler("github", "pull_request*")
+    def on_any_pr(payload: Any, ctx: JobContext) -> None:
+        events.append(payload.event)
+
+    for event in ("pull_request", "pull_request_review", "push"):
+        run(JOB_TYPES.PROCESS_WEBHOOK, {"source": "github", "event": event, "data": {}})
+
+    assert events == ["pull_request", "pull_request_review"]
+
+
+def test_the_signal_is_sent_for_every_webhook() -> None:
+    received: list[dict[str, Any]] = []
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        received.append(kwargs)
+
+    webhook_received.connect(receiver)
+    try:
+        run(JOB_TYPES.PROCESS_WEBHOOK, {"source": "shop", "event": "order.paid", "data": [1, 2]})
+        run(
+            JOB_TYPES.PROCESS_STRIPE_WEBHOOK,
+            {"event_type": "invoice.paid", "event_data": {"id": "in_1"}},
+        )
+    finally:
+        webhook_received.disconnect(receiver)
+
+    assert [(kw["source"], kw["event"], kw["data"]) for kw in received] == [
+        ("shop", "order.paid", [1, 2]),
+        ("stripe", "invoice.paid", {"id": "in_1"}),
+    ]
+    assert isinstance(received[0]["ctx"], JobContext)
+
+
+def test_an_event_without_handlers_completes() -> None:
+    execution = run(JOB_TYPES.PROCESS_WEBHOOK, {"source": "github", "event": "ping"})
+    assert execution.status == JobStatus.COMPLETED
+    assert execution.result["handlers"] == []
+
+
+def test_a_failing_handler_makes_the_job_retry() -> None:
+    attempts: list[int] = []
+
+    @webhook_handler("github", "push")
+    def flaky(payload: Any, ctx: JobContext) -> None:
+        attempts.append(ctx.attempt)
+        if ctx.attempt == 1:
+            raise ConnectionError("downstream unavailable")
+
+    execution = run(JOB_TYPES.PROCESS_WEBHOOK, {"source": "github", "event": "push"}, retries=2)
+
+    assert execution.status == JobStatus.COMPLETED
+    assert attempts == [1, 2]
+
+
+def test_stripe_handlers_get_the_stripe_payload() -> None:
+    seen: list[tuple[str, dict[str, Any], str | None]] = []
+
+    @stripe_handler("customer.subscription.updated")
+    def on_subscription(payload: Any, ctx: JobContext) -> None:
+        seen.append((payload.event_type, payload.event_data, payload.ip_address))
+
+    @stripe_handler("invoice.*")
+    def on_invoice(payload: Any, ctx: JobContext) -> None:
+        seen.append(("invoice", {}, None))
+
+    # Generic handlers of source "stripe" are for process_webhook jobs, not these.
+    @webhook_handler("stripe", "*")
+    def generic(payload: Any, ctx: JobContext) -> None:
+        seen.append(("generic", {}, None))
+
+    execution = run(
+        JOB_TYPES.PROCESS_STRIPE_WEBHOOK,
+        {
+            "eventType": "customer.subscription.updated",
+            "eventData": {"id": "sub_1", "status": "active"},
+            "ipAddress": "3.18.12.63",
+        },
+    )
+
+    assert execution.status == JobStatus.COMPLETED
+    assert seen == [
+        ("customer.subscription.updated", {"id": "sub_1", "status": "active"}, "3.18.12.63")
+    ]
+    assert execution.result["handlers"] == [f"{__name__}.{on_subscription.__qualname__}"]
+
+
+def test_registering_a_handler_again_replaces_it() -> None:
+    calls: list[str] = []
+
+    def make(label: str) -> Any:
+        def handler(payload: Any, ctx: JobContext) -> None:
+            calls.append(label)
+
+        return handler
+
+    # The same function registered twice (a module imported again) runs once.
+    webhook_handler("github", "push")(make("first"))
+    webhook_handler("github", "push")(make("second"))
+    run(JOB_TYPES.PROCESS_WEBHOOK, {"source": "github", "event": "push"})
+
+    assert calls == ["second"]
