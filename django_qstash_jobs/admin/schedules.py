@@ -6,5 +6,5 @@ from django_qstash_jobs.models import JobSchedule
 
 
 @admin.register(JobSchedule)
-class JobScheduleAdmin(admin.ModelAdmin[JobSchedule]):
+class JobScheduleAdmin(admin.ModelAdmin):
     list_display = ["name", "job_type", "cron", "paused", "last_synced_at"]
