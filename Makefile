@@ -3,18 +3,21 @@ SHELL := /bin/bash
 PYTHON ?= $(shell scripts/find-python)
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The oldest supported pair, Django 5.2 LTS on the oldest Python found (3.10 where it exists).
+COMPAT_PYTHON ?= $(shell scripts/find-python 3.10 3.11)
+COMPAT_VENV ?= .venv-django52
 PYTEST_ARGS ?=
 export PGHOST ?= 127.0.0.1
 export PGPORT ?= 5432
 export PGUSER ?= postgres
 
-.PHONY: help venv system-packages test test-sqlite test-postgres lint ci demo bench clean
+.PHONY: help venv system-packages test test-sqlite test-postgres test-compat lint ci demo bench clean
 
 help:
 	@echo "make demo   set everything up and run real jobs end to end through the local QStash server"
 	@echo "make test   set everything up and run the test suite on SQLite and PostgreSQL"
 	@echo "make lint   ruff, mypy and the migrations check"
-	@echo "make ci     lint and test, as CI runs them"
+	@echo "make ci     lint, test and test-compat (Django 5.2 on the oldest Python), as CI runs them"
 
 # The virtualenv is rebuilt when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml
@@ -37,13 +40,23 @@ test-postgres: venv
 	scripts/ensure-postgres
 	TEST_DB=postgres $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+$(COMPAT_VENV)/.installed: pyproject.toml
+	@test -x $(COMPAT_VENV)/bin/python || $(COMPAT_PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(COMPAT_VENV)/bin/python -m pip install --quiet -e ".[test]" "Django>=5.2,<5.3"
+	@touch $@
+
+# Django 5.2 on the oldest Python, SQLite only: what the newest-Django run cannot see.
+test-compat: $(COMPAT_VENV)/.installed system-packages
+	SQLITE_TEST_PATH=$(CURDIR)/test-compat.sqlite3 $(COMPAT_VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m django makemigrations --check --dry-run --settings=tests.settings
 
-ci: lint test
+ci: lint test test-compat
 
 demo: venv
 	cd example_project && ../$(BIN)/python manage.py demo
@@ -54,4 +67,4 @@ bench: venv
 	$(BIN)/python bench/export.py --db postgres
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info test-db.sqlite3 tests.sqlite3
+	rm -rf $(VENV) $(COMPAT_VENV) test-compat.sqlite3 .mypy_cache .ruff_cache .pytest_cache *.egg-info test-db.sqlite3 tests.sqlite3

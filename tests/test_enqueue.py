@@ -226,7 +226,11 @@ def test_enqueue_many_inserts_once_and_publishes_in_one_batch(settings: object) 
         with CaptureQueriesContext(connection) as queries, transaction.atomic():
             ids = job_dispatcher.enqueue_many(jobs)
             inserts = [q for q in queries.captured_queries if q["sql"].startswith("INSERT")]
-            assert len(inserts) == 1
+            # One INSERT, unless the backend caps parameters per query (SQLite on Django 5.2:
+            # 999), and then no more statements than that cap requires.
+            fields = [f for f in JobExecution._meta.concrete_fields if not f.primary_key]
+            per_statement = connection.ops.bulk_batch_size(fields, jobs)
+            assert len(inserts) == -(-len(jobs) // per_statement)
     finally:
         transport.publish = original  # type: ignore[method-assign]
 
