@@ -39,8 +39,9 @@ def verify_signature(
     if claims["sub"] != url:
         raise SignatureError(f"signed for {claims['sub']!r}, received at {url!r}")
     claimed_hash = claims["body"]
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters.
     if not isinstance(claimed_hash, str) or not hmac.compare_digest(
-        claimed_hash.rstrip("="), body_hash(body)
+        claimed_hash.rstrip("=").encode(), body_hash(body).encode()
     ):
         raise SignatureError("body does not match the signed hash")
     return claims

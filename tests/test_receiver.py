@@ -80,6 +80,7 @@ def test_the_unpadded_body_hash_is_accepted(deliver: Deliver) -> None:
         pytest.param({"body": None}, id="no-body-claim"),
         pytest.param({"exp": None}, id="no-exp-claim"),
         pytest.param({"sub": 42}, id="non-string-sub"),
+        pytest.param({"body": "hash-with-non-ascii-é"}, id="non-ascii-body-claim"),
     ],
 )
 def test_a_bad_token_runs_nothing(deliver: Deliver, forgery: dict[str, Any]) -> None:
