@@ -11,12 +11,14 @@ export PGHOST ?= 127.0.0.1
 export PGPORT ?= 5432
 export PGUSER ?= postgres
 
-.PHONY: help venv system-packages test test-sqlite test-postgres test-compat lint ci demo bench clean
+.PHONY: help venv system-packages test test-sqlite test-postgres test-compat lint ci demo bench reliability reliability-short clean
 
 help:
 	@echo "make demo   set everything up and run real jobs end to end through the local QStash server"
 	@echo "make test   set everything up and run the test suite on SQLite and PostgreSQL"
 	@echo "make lint   ruff, mypy and the migrations check"
+	@echo "make bench  benchmarks: ratios against baselines measured in the same run"
+	@echo "make reliability  faults injected into real runs; every job counted"
 	@echo "make ci     lint, test and test-compat (Django 5.2 on the oldest Python), as CI runs them"
 
 # The virtualenv is rebuilt when the project's dependencies change.
@@ -56,7 +58,7 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/python -m django makemigrations --check --dry-run --settings=tests.settings
 
-ci: lint test test-compat
+ci: lint test test-compat reliability-short
 
 demo: venv
 	cd example_project && ../$(BIN)/python manage.py demo
@@ -65,6 +67,16 @@ bench: venv
 	$(BIN)/python bench/enqueue.py --db postgres
 	$(BIN)/python bench/e2e.py --db postgres
 	$(BIN)/python bench/export.py --db postgres
+
+# Faults injected into real runs (gunicorn, PostgreSQL, the local QStash server): it restarts
+# the local PostgreSQL cluster once; pass RELIABILITY_ARGS=--skip-postgres-restart to avoid that.
+reliability: venv
+	scripts/ensure-postgres
+	$(BIN)/python bench/reliability.py $(RELIABILITY_ARGS)
+
+reliability-short: venv
+	scripts/ensure-postgres
+	$(BIN)/python bench/reliability.py --short $(RELIABILITY_ARGS)
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) test-compat.sqlite3 .mypy_cache .ruff_cache .pytest_cache *.egg-info test-db.sqlite3 tests.sqlite3

@@ -142,3 +142,53 @@ def interleaved(
 
 def scratch_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="qstash-bench-"))
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of the processes, from /proc."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def worker_pids(master: int) -> list[int]:
+    """The worker processes of a gunicorn master."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def start_gunicorn(
+    port: int, environment: dict[str, str], workers: int = 2
+) -> subprocess.Popen[bytes]:
+    """gunicorn serving the Django settings named in ``environment``, ready to answer."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", f"--workers={workers}", f"--bind=127.0.0.1:{port}",
+         "--log-level=warning", "django.core.wsgi:get_wsgi_application()"],
+        cwd=ROOT, env=environment,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/jobs/receive/", timeout=5)
+            time.sleep(0.5)  # let every worker boot
+            return process
+        except requests.RequestException:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("gunicorn did not start")
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL if it does not go."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -17,54 +17,27 @@ import argparse
 import http.client
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import requests
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, devserver, free_port, scratch_dir, setup_django
+from common import (
+    ROOT,
+    cpu_seconds,
+    devserver,
+    free_port,
+    scratch_dir,
+    setup_django,
+    start_gunicorn,
+    stop,
+    worker_pids,
+)
 
 TARGET = 0.8
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of the processes, from /proc."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
-
-
-def worker_pids(master: int) -> list[int]:
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    return [int(pid) for pid in children]
-
-
-def start_gunicorn(port: int, environment: dict[str, str]) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers=2", f"--bind=127.0.0.1:{port}",
-         "--log-level=warning", "django.core.wsgi:get_wsgi_application()"],
-        cwd=ROOT, env=environment,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"http://127.0.0.1:{port}/jobs/receive/", timeout=5)
-            time.sleep(0.5)  # let both workers boot
-            return process
-        except requests.RequestException:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("gunicorn did not start")
 
 
 def main() -> int:
@@ -163,8 +136,7 @@ def main() -> int:
                 (row.finished_at - row.created_at).total_seconds() for row in finished
             )
         finally:
-            gunicorn.send_signal(signal.SIGTERM)
-            gunicorn.wait(timeout=15)
+            stop(gunicorn)
 
     throughput = arguments.jobs / e2e_seconds
     ratio = throughput / capacity

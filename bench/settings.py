@@ -13,6 +13,9 @@ QSTASH_JOBS = {
     "CURRENT_SIGNING_KEY": "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r",
     "NEXT_SIGNING_KEY": "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs",
     "RECEIVER_URL": os.environ.get("QSTASH_RECEIVER_URL", "http://127.0.0.1:8000/jobs/receive/"),
+    "LEASE_SECONDS": int(os.environ.get("QSTASH_LEASE_SECONDS", "300")),
 }
-# Persistent connections, as a production site would run.
+# Persistent connections, as a production site would run them, checked before each request so
+# that a database restart costs one failed request per worker at most.
 DATABASES["default"]["CONN_MAX_AGE"] = 600  # noqa: F405
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # noqa: F405

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import connections, router, transaction
+from django.db import DatabaseError, connections, router, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
@@ -43,7 +43,17 @@ def publish(executions: Sequence[JobExecution]) -> None:
     except EnqueueError:
         _release(executions)
         raise
-    mark_published(executions, message_ids)
+    try:
+        mark_published(executions, message_ids)
+    except DatabaseError:
+        # The jobs are published: failing the caller now would report a job that will run as
+        # not enqueued. The rows stay pending; a republish reuses their deduplication ids, and
+        # the receiver claims a pending row like a queued one, so nothing runs twice.
+        logger.warning(
+            "Published %d jobs but could not record their message ids.",
+            len(executions),
+            exc_info=True,
+        )
 
 
 def publish_on_commit(executions: Sequence[JobExecution]) -> None:

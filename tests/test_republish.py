@@ -130,3 +130,21 @@ def test_republish_leaves_other_states_alone() -> None:
         age(execution.job_id)
     assert republish_pending().published == 0
     assert not SideEffect.objects.exists()
+
+
+def test_a_publish_that_cannot_be_recorded_still_counts_as_enqueued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The database fails right after QStash accepted the message: the caller must not be told
+    # the job was refused, since it will run.
+    from django.db import OperationalError
+
+    from django_qstash_jobs import outbox
+
+    def database_gone(*args: Any) -> None:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(outbox, "_mark_one_published", database_gone)
+    job_id = job_dispatcher.enqueue("echo", {"message": "x"})
+    assert SideEffect.objects.filter(job_id=job_id).count() == 1
+    assert JobExecution.objects.get(job_id=job_id).message_id is None

@@ -50,3 +50,16 @@ def sleep(payload: Sleep, ctx: JobContext) -> str:
     SideEffect.objects.create(job_id=ctx.job_id, label="sleep")
     time.sleep(payload.seconds)
     return "slept"
+
+
+class Effect(BaseModel):
+    seconds: float = 0.0
+
+
+@register_job("effect", schema=Effect, retries=10)
+def effect(payload: Effect, ctx: JobContext) -> str:
+    """Records each run ("start"), then a side effect idempotent by job id ("effect")."""
+    SideEffect.objects.create(job_id=ctx.job_id, label="start")
+    time.sleep(payload.seconds)
+    SideEffect.objects.get_or_create(job_id=ctx.job_id, label="effect")
+    return "done"

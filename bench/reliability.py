@@ -1,0 +1,365 @@
+"""The reliability suite: faults injected into real runs, every job counted.
+
+    python bench/reliability.py [--short] [--skip-postgres-restart]
+
+gunicorn (2 workers) runs the receiver on PostgreSQL, the local QStash server delivers to it.
+Each scenario prints what it sent, how many handler runs it saw, and how many jobs were lost
+(never completed) or duplicated (a side effect twice); any loss or duplicate fails the run.
+
+1. every job delivered twice at the same time: each handler runs once;
+2. a web worker killed with SIGKILL mid-job: the job is taken over when its lease runs out,
+   and its side effect (idempotent by key) happens once;
+3. the QStash server killed and restarted mid-run: nothing lost;
+4. PostgreSQL restarted mid-run: each enqueue fails clearly or succeeds, nothing accepted lost;
+5. QStash unreachable at enqueue: EnqueueError, rows pending, all published by republish_jobs.
+The receiver's fuzz suite (random headers, bodies and tokens) is tests/test_receiver_fuzz.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, free_port, scratch_dir, setup_django, start_gunicorn, stop
+
+
+@dataclass
+class Counts:
+    scenario: str
+    sent: int
+    run: int
+    lost: int
+    duplicated: int
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.duplicated == 0
+
+
+class Site:
+    """The receiver under gunicorn and the local QStash server, each restartable."""
+
+    def __init__(self, workdir: Path, backoff_scale: float, lease_seconds: int) -> None:
+        from tests.e2e.conftest import DevServerProcess
+
+        self.qstash = DevServerProcess(
+            db_path=workdir / f"qstash-{time.monotonic_ns()}.sqlite3", backoff_scale=backoff_scale
+        )
+        self.port = free_port()
+        self.receiver_url = f"http://127.0.0.1:{self.port}/jobs/receive/"
+        self.lease_seconds = lease_seconds
+        self.gunicorn: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Site:
+        self.qstash.start()
+        environment = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "bench.settings",
+            "QSTASH_URL": self.qstash.url,
+            "QSTASH_RECEIVER_URL": self.receiver_url,
+            "QSTASH_LEASE_SECONDS": str(self.lease_seconds),
+            "PYTHONPATH": str(ROOT),
+        }
+        self.gunicorn = start_gunicorn(self.port, environment)
+        return self
+
+    def stop(self) -> None:
+        if self.gunicorn:
+            stop(self.gunicorn)
+        self.qstash.stop()
+
+    @contextmanager
+    def jobs_settings(self) -> Iterator[None]:
+        from django.test import override_settings
+
+        from tests.e2e.conftest import qstash_settings
+
+        live = self.receiver_url.removesuffix("/jobs/receive/")
+        with override_settings(
+            QSTASH_JOBS=qstash_settings(self.qstash.url, live, LEASE_SECONDS=self.lease_seconds)
+        ):
+            yield
+
+
+@contextmanager
+def site(workdir: Path, backoff_scale: float = 0.0, lease_seconds: int = 300) -> Iterator[Site]:
+    running = Site(workdir, backoff_scale, lease_seconds).start()
+    try:
+        with running.jobs_settings():
+            yield running
+    finally:
+        running.stop()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def tally(name: str, job_ids: list[str], note: str = "", effect_label: str = "start") -> Counts:
+    """Count completions and side effects of ``job_ids`` in the database."""
+    from django.db.models import Count
+
+    from django_qstash_jobs.models import JobExecution, JobStatus
+    from tests.testapp.models import SideEffect
+
+    completed = JobExecution.objects.filter(job_id__in=job_ids, status=JobStatus.COMPLETED).count()
+    per_job = dict(
+        SideEffect.objects.filter(job_id__in=job_ids, label=effect_label)
+        .values_list("job_id")
+        .annotate(n=Count("id"))
+        .values_list("job_id", "n")
+    )
+    runs = SideEffect.objects.filter(job_id__in=job_ids, label="start").count()
+    duplicated = sum(1 for n in per_job.values() if n > 1)
+    return Counts(name, len(job_ids), runs, len(job_ids) - completed, duplicated, note)
+
+
+def all_completed(job_ids: list[str]) -> Callable[[], bool]:
+    from django_qstash_jobs.models import JobExecution, JobStatus
+
+    def check() -> bool:
+        done = JobExecution.objects.filter(job_id__in=job_ids, status=JobStatus.COMPLETED)
+        return done.count() == len(job_ids)
+
+    return check
+
+
+def started_at_least(job_ids: list[str], n: int) -> Callable[[], bool]:
+    from tests.testapp.models import SideEffect
+
+    return lambda: SideEffect.objects.filter(job_id__in=job_ids, label="start").count() >= n
+
+
+def effects(count: int, seconds: float) -> list[dict[str, object]]:
+    return [{"job_type": "effect", "payload": {"seconds": seconds}} for _ in range(count)]
+
+
+def duplicate_deliveries(workdir: Path, jobs: int) -> Counts:
+    """Every job posted twice at once, signed, straight at the receiver."""
+    from django_qstash_jobs.models import JobExecution, JobStatus
+    from tests.signing_helpers import qstash_token
+
+    with site(workdir) as running:
+        rows = [
+            JobExecution(job_type="effect", payload={"seconds": 0.002}, status=JobStatus.QUEUED)
+            for _ in range(jobs)
+        ]
+        JobExecution.objects.bulk_create(rows)
+        connections: dict[int, http.client.HTTPConnection] = {}
+
+        def post(row: JobExecution) -> int:
+            connection = connections.setdefault(
+                threading.get_ident(), http.client.HTTPConnection("127.0.0.1", running.port)
+            )
+            body = json.dumps({"job_id": row.job_id}).encode()
+            connection.request(
+                "POST",
+                "/jobs/receive/",
+                body,
+                {"Upstash-Signature": qstash_token(body, url=running.receiver_url),
+                 "Content-Type": "application/json"},
+            )  # fmt: skip
+            response = connection.getresponse()
+            response.read()
+            return response.status
+
+        twice = [row for row in rows for _ in range(2)]
+        with ThreadPoolExecutor(16) as pool:
+            statuses = list(pool.map(post, twice))
+        ids = [row.job_id for row in rows]
+        wait_until(all_completed(ids), 30)
+        busy = statuses.count(503)
+    return tally("each job delivered twice at once", ids, f"{busy} answered busy (503)")
+
+
+def worker_killed(workdir: Path, jobs: int) -> Counts:
+    """SIGKILL one gunicorn worker while jobs run; leases expire and the jobs are taken over."""
+    from django_qstash_jobs import job_dispatcher
+
+    # A 2 s lease; QStash's first retry comes after 12 s x 0.25 = 3 s, past the lease.
+    with site(workdir, backoff_scale=0.25, lease_seconds=2) as running:
+        ids = job_dispatcher.enqueue_many(effects(jobs, 0.3))
+        wait_until(started_at_least(ids, 4), 30)
+        assert running.gunicorn is not None
+        from common import worker_pids
+
+        victim = worker_pids(running.gunicorn.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(all_completed(ids), 120)
+    return tally(
+        "web worker killed mid-job", ids, "side effect counted by key", effect_label="effect"
+    )
+
+
+def qstash_restarted(workdir: Path, jobs: int) -> Counts:
+    """kill -9 the QStash server mid-run and start it again on the same database."""
+    from django_qstash_jobs import job_dispatcher
+
+    with site(workdir) as running:
+        ids = job_dispatcher.enqueue_many(effects(jobs, 0.005))
+        wait_until(started_at_least(ids, jobs // 10), 30)
+        running.qstash.kill()
+        running.qstash.start()
+        wait_until(all_completed(ids), 120)
+    return tally("QStash server killed and restarted", ids)
+
+
+def postgres_restarted(workdir: Path, jobs: int) -> Counts:
+    """Restart PostgreSQL while jobs are enqueued and run; count what enqueue accepted."""
+    from django.db import DatabaseError, connection
+
+    from django_qstash_jobs import job_dispatcher
+    from django_qstash_jobs.exceptions import EnqueueError
+    from django_qstash_jobs.models import JobExecution
+    from django_qstash_jobs.outbox import republish_pending
+
+    accepted: list[str] = []
+    refused = 0
+    with site(workdir, backoff_scale=0.05):
+        restart = threading.Thread(target=restart_postgres)
+        for index in range(jobs):
+            if index == jobs // 3:
+                restart.start()
+            try:
+                accepted.append(job_dispatcher.enqueue("effect", {"seconds": 0.002}))
+            except (DatabaseError, EnqueueError):
+                refused += 1
+                connection.close()
+                time.sleep(0.05)
+        restart.join()
+        # Rows recorded whose publish failed while the database was away: the outbox's job.
+        wait_until(lambda: _reconnect(), 30)
+        republish_pending(older_than=timedelta(0))
+        recorded = list(JobExecution.objects.values_list("job_id", flat=True))
+        wait_until(all_completed(recorded), 120)
+    counts = tally("PostgreSQL restarted mid-run", accepted, f"{refused} enqueues refused")
+    unaccepted = set(recorded) - set(accepted)
+    counts.note += f"; {len(unaccepted)} refused yet recorded, completed by republish"
+    counts.lost += len(set(recorded) - set(accepted) - _completed(recorded))
+    return counts
+
+
+def _completed(job_ids: list[str]) -> set[str]:
+    from django_qstash_jobs.models import JobExecution, JobStatus
+
+    return set(
+        JobExecution.objects.filter(job_id__in=job_ids, status=JobStatus.COMPLETED).values_list(
+            "job_id", flat=True
+        )
+    )
+
+
+def _reconnect() -> bool:
+    from django.db import DatabaseError, connection
+
+    try:
+        connection.ensure_connection()
+        return True
+    except DatabaseError:
+        connection.close()
+        return False
+
+
+def restart_postgres() -> None:
+    versions = sorted(os.listdir("/etc/postgresql"))
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"],
+        check=True,
+        capture_output=True,
+    )
+
+
+def qstash_unreachable(workdir: Path, jobs: int) -> Counts:
+    """Enqueue while QStash is down: every enqueue raises, rows wait, republish_jobs sends them."""
+    from django_qstash_jobs import job_dispatcher
+    from django_qstash_jobs.exceptions import EnqueueError
+    from django_qstash_jobs.models import JobExecution, JobStatus
+    from django_qstash_jobs.outbox import republish_pending
+
+    with site(workdir) as running:
+        running.qstash.stop()
+        raised = 0
+        for _ in range(jobs):
+            try:
+                job_dispatcher.enqueue("effect", {"seconds": 0.0})
+            except EnqueueError:
+                raised += 1
+        ids = list(
+            JobExecution.objects.filter(status=JobStatus.PENDING).values_list("job_id", flat=True)
+        )
+        running.qstash.start()
+        report = republish_pending(older_than=timedelta(0))
+        wait_until(all_completed(ids), 60)
+    counts = tally("QStash unreachable at enqueue", ids, f"{raised} EnqueueError, "
+                   f"{report.published} republished")  # fmt: skip
+    counts.lost += jobs - len(ids)
+    return counts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", action="store_true", help="Fewer jobs: the CI form.")
+    parser.add_argument("--skip-postgres-restart", action="store_true")
+    arguments = parser.parse_args()
+    workdir = scratch_dir()
+    setup_django("postgres", workdir)
+    from django.db import connection
+
+    from django_qstash_jobs.models import JobExecution
+    from tests.testapp.models import SideEffect
+
+    size = (
+        {"dup": 300, "kill": 20, "restart": 100, "pg": 60, "down": 30}
+        if arguments.short
+        else {"dup": 2000, "kill": 60, "restart": 500, "pg": 300, "down": 200}
+    )
+    scenarios: list[tuple[Callable[[Path, int], Counts], int]] = [
+        (duplicate_deliveries, size["dup"]),
+        (worker_killed, size["kill"]),
+        (qstash_restarted, size["restart"]),
+        (qstash_unreachable, size["down"]),
+    ]
+    if not arguments.skip_postgres_restart:
+        scenarios.append((postgres_restarted, size["pg"]))
+    results = []
+    for scenario, jobs in scenarios:
+        JobExecution.objects.all().delete()
+        SideEffect.objects.all().delete()
+        started = time.monotonic()
+        counts = scenario(workdir, jobs)
+        counts.note += f" ({time.monotonic() - started:.0f} s)"
+        results.append(counts)
+        print(f"{'ok ' if counts.ok else 'FAIL'} {counts.scenario}: {counts.note}", flush=True)
+        connection.close()
+
+    print(f"\n{'scenario':<38}{'sent':>6}{'run':>6}{'lost':>6}{'dup':>6}  result")
+    for counts in results:
+        print(
+            f"{counts.scenario:<38}{counts.sent:>6}{counts.run:>6}{counts.lost:>6}"
+            f"{counts.duplicated:>6}  {'ok' if counts.ok else 'FAIL'}"
+        )
+    return 0 if all(counts.ok for counts in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
