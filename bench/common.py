@@ -32,10 +32,10 @@ def free_port() -> int:
         return port
 
 
-def setup_django(database: str, workdir: Path) -> None:
+def setup_django(database: str, workdir: Path, settings_module: str = "tests.settings") -> None:
     """Configure Django with the test settings on a scratch database, migrated."""
     sys.path.insert(0, str(ROOT))
-    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
     if database == "postgres":
         os.environ["TEST_DB"] = "postgres"
         os.environ.setdefault("PGDATABASE", "qstash_jobs_bench")

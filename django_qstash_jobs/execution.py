@@ -144,19 +144,48 @@ def _supports_update_returning(connection: BaseDatabaseWrapper) -> bool:
     )
 
 
+#: What a delivery reads of its row; other fields load on access (handlers rarely need them).
+_CLAIMED_FIELDS = frozenset(
+    {
+        "id",
+        "job_id",
+        "job_type",
+        "status",
+        "payload",
+        "metadata",
+        "attempts",
+        "max_retries",
+        "message_id",
+        "user_id",
+        "organization_id",
+    }
+)
+
+
+def _claimed_fields() -> list[str]:
+    # Model.from_db() expects the values in the model's field order.
+    return [
+        field.attname
+        for field in JobExecution._meta.concrete_fields
+        if field.attname in _CLAIMED_FIELDS
+    ]
+
+
 def _claim_returning(
     connection: BaseDatabaseWrapper, job_id: str, now: datetime, lease_expires_at: datetime
 ) -> JobExecution | None:
     # The same UPDATE as the ORM fallback, with RETURNING: the claim and the read of the row in
-    # one round trip, on the path every delivery takes. raw() converts the columns to fields.
+    # one round trip, on the path every delivery takes.
     quote = connection.ops.quote_name
-    timestamp = JobExecution._meta.get_field("updated_at")
+    names = _claimed_fields()
+    fields = [_field(name) for name in names]
+    timestamp = _field("updated_at")[0]
     now_value = timestamp.get_db_prep_value(now, connection)
     sql = (
         f"UPDATE {quote(JobExecution._meta.db_table)} SET status = %s, attempts = attempts + 1, "  # noqa: S608 - names are ours
         "started_at = COALESCE(started_at, %s), lease_expires_at = %s, updated_at = %s "
         "WHERE job_id = %s AND (status IN (%s, %s, %s) OR (status = %s AND lease_expires_at < %s)) "
-        "RETURNING *"
+        f"RETURNING {', '.join(quote(column) for _field_, column in fields)}"
     )
     params = [
         JobStatus.RUNNING.value,
@@ -168,9 +197,27 @@ def _claim_returning(
         JobStatus.RUNNING.value,
         now_value,
     ]
-    # list() reads the statement to its end, which on SQLite is what releases the write lock.
-    claimed = list(JobExecution.objects.using(connection.alias).raw(sql, params))
-    return claimed[0] if claimed else None
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        # fetchall() reads the statement to its end, which on SQLite releases the write lock.
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    values = [
+        _from_db(field, value, connection)
+        for (field, _column), value in zip(fields, rows[0], strict=True)
+    ]
+    return JobExecution.from_db(connection.alias, names, values)
+
+
+def _from_db(field: Field[Any, Any], value: Any, connection: BaseDatabaseWrapper) -> Any:
+    """A column's value as the field holds it (JSON decoded...), as the ORM would convert it."""
+    expression = field.get_col(JobExecution._meta.db_table)
+    for converter in connection.ops.get_db_converters(expression) + field.get_db_converters(
+        connection
+    ):
+        value = converter(value, expression, connection)
+    return value
 
 
 def _unclaimed_outcome(job_id: str) -> Outcome:

@@ -325,3 +325,22 @@ def test_the_claim_without_update_returning_behaves_the_same(
     )
     assert deliver(body_of(busy)).status_code == 503
     assert SideEffect.objects.count() == 1
+
+
+def test_a_handler_can_read_every_field_of_its_row(deliver: Deliver) -> None:
+    execution = queued(
+        "inspect",
+        {},
+        options={"headers": {"X-A": "1"}},
+        user_id="7",
+        metadata={"user_id": 7, "organization_id": "acme"},
+    )
+    assert deliver(body_of(execution)).status_code == 200
+    execution.refresh_from_db()
+    assert execution.result == {
+        "created_at": execution.created_at.isoformat(),
+        "options": {"headers": {"X-A": "1"}},
+        "user_id": "7",
+        "metadata": {"user_id": 7, "organization_id": "acme"},
+        "attempt": 1,
+    }

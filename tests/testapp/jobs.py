@@ -63,3 +63,16 @@ def effect(payload: Effect, ctx: JobContext) -> str:
     time.sleep(payload.seconds)
     SideEffect.objects.get_or_create(job_id=ctx.job_id, label="effect")
     return "done"
+
+
+@register_job("inspect", retries=0)
+def inspect(payload: dict[str, object], ctx: JobContext) -> dict[str, object]:
+    """Reads fields of its row that a delivery does not load up front."""
+    execution = ctx.execution
+    return {
+        "created_at": execution.created_at.isoformat(),
+        "options": execution.options,
+        "user_id": execution.user_id,
+        "metadata": ctx.metadata,
+        "attempt": ctx.attempt,
+    }
