@@ -63,10 +63,20 @@ ci: lint test test-compat reliability-short
 demo: venv
 	cd example_project && ../$(BIN)/python manage.py demo
 
-bench: venv
-	$(BIN)/python bench/enqueue.py --db postgres
-	$(BIN)/python bench/e2e.py --db postgres
-	$(BIN)/python bench/export.py --db postgres
+# The benchmarks compare against django-qstash, installed in this environment only.
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/.installed: pyproject.toml
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e ".[test]" django-qstash
+	@touch $@
+
+bench: $(BENCH_VENV)/.installed
+	scripts/ensure-postgres
+	$(BENCH_VENV)/bin/python bench/enqueue.py --db postgres
+	$(BENCH_VENV)/bin/python bench/receiver.py --db postgres
+	$(BENCH_VENV)/bin/python bench/e2e.py --db postgres
+	$(BENCH_VENV)/bin/python bench/export.py --db postgres
 
 # Faults injected into real runs (gunicorn, PostgreSQL, the local QStash server): it restarts
 # the local PostgreSQL cluster once; pass RELIABILITY_ARGS=--skip-postgres-restart to avoid that.
@@ -79,4 +89,4 @@ reliability-short: venv
 	$(BIN)/python bench/reliability.py --short $(RELIABILITY_ARGS)
 
 clean:
-	rm -rf $(VENV) $(COMPAT_VENV) test-compat.sqlite3 .mypy_cache .ruff_cache .pytest_cache *.egg-info test-db.sqlite3 tests.sqlite3
+	rm -rf $(VENV) $(COMPAT_VENV) $(BENCH_VENV) test-compat.sqlite3 .mypy_cache .ruff_cache .pytest_cache *.egg-info test-db.sqlite3 tests.sqlite3

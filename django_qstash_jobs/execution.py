@@ -9,21 +9,16 @@ from __future__ import annotations
 import enum
 import json
 import logging
-import sqlite3
 import traceback
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, connections, router
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import F, Field, Q, Value
-from django.db.models.functions import Coalesce
+from django.db import IntegrityError
 from django.utils import timezone
 from pydantic import BaseModel
 
-from django_qstash_jobs import signals
+from django_qstash_jobs import signals, statements
 from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.context import JobContext
 from django_qstash_jobs.exceptions import (
@@ -32,7 +27,6 @@ from django_qstash_jobs.exceptions import (
     UnknownJobTypeError,
 )
 from django_qstash_jobs.models import (
-    CLAIMABLE_STATUSES,
     FINISHED_STATUSES,
     JobExecution,
     JobSchedule,
@@ -81,7 +75,7 @@ def execute(delivery: Delivery) -> Outcome:
         return Outcome.REJECTED
 
     config = get_config()
-    execution = _claim(job_id, config.lease_seconds)
+    execution = statements.claim(job_id, config.lease_seconds)
     if execution is None:
         return _unclaimed_outcome(job_id)
 
@@ -111,115 +105,6 @@ def execute(delivery: Delivery) -> Outcome:
     return Outcome.COMPLETED
 
 
-def _claim(job_id: str, lease_seconds: int) -> JobExecution | None:
-    """Move the job to ``running`` in one conditional UPDATE; return it, or None if not ours.
-
-    Two deliveries of one message race on this UPDATE and only one matches a row, so a handler
-    never runs twice at once. A ``running`` row whose lease ran out (its worker died) matches too.
-    """
-    now = timezone.now()
-    lease_expires_at = now + timedelta(seconds=lease_seconds)
-    connection = connections[router.db_for_write(JobExecution)]
-    if _supports_update_returning(connection):
-        return _claim_returning(connection, job_id, now, lease_expires_at)
-    claimed = (
-        JobExecution.objects.filter(job_id=job_id)
-        .filter(
-            Q(status__in=CLAIMABLE_STATUSES) | Q(status=JobStatus.RUNNING, lease_expires_at__lt=now)
-        )
-        .update(
-            status=JobStatus.RUNNING,
-            attempts=F("attempts") + 1,
-            started_at=Coalesce("started_at", Value(now)),
-            lease_expires_at=lease_expires_at,
-            updated_at=now,
-        )
-    )
-    return JobExecution.objects.get(job_id=job_id) if claimed else None
-
-
-def _supports_update_returning(connection: BaseDatabaseWrapper) -> bool:
-    return connection.vendor == "postgresql" or (
-        connection.vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35)
-    )
-
-
-#: What a delivery reads of its row; other fields load on access (handlers rarely need them).
-_CLAIMED_FIELDS = frozenset(
-    {
-        "id",
-        "job_id",
-        "job_type",
-        "status",
-        "payload",
-        "metadata",
-        "attempts",
-        "max_retries",
-        "message_id",
-        "user_id",
-        "organization_id",
-    }
-)
-
-
-def _claimed_fields() -> list[str]:
-    # Model.from_db() expects the values in the model's field order.
-    return [
-        field.attname
-        for field in JobExecution._meta.concrete_fields
-        if field.attname in _CLAIMED_FIELDS
-    ]
-
-
-def _claim_returning(
-    connection: BaseDatabaseWrapper, job_id: str, now: datetime, lease_expires_at: datetime
-) -> JobExecution | None:
-    # The same UPDATE as the ORM fallback, with RETURNING: the claim and the read of the row in
-    # one round trip, on the path every delivery takes.
-    quote = connection.ops.quote_name
-    names = _claimed_fields()
-    fields = [_field(name) for name in names]
-    timestamp = _field("updated_at")[0]
-    now_value = timestamp.get_db_prep_value(now, connection)
-    sql = (
-        f"UPDATE {quote(JobExecution._meta.db_table)} SET status = %s, attempts = attempts + 1, "  # noqa: S608 - names are ours
-        "started_at = COALESCE(started_at, %s), lease_expires_at = %s, updated_at = %s "
-        "WHERE job_id = %s AND (status IN (%s, %s, %s) OR (status = %s AND lease_expires_at < %s)) "
-        f"RETURNING {', '.join(quote(column) for _field_, column in fields)}"
-    )
-    params = [
-        JobStatus.RUNNING.value,
-        now_value,
-        timestamp.get_db_prep_value(lease_expires_at, connection),
-        now_value,
-        job_id,
-        *(status.value for status in CLAIMABLE_STATUSES),
-        JobStatus.RUNNING.value,
-        now_value,
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        # fetchall() reads the statement to its end, which on SQLite releases the write lock.
-        rows = cursor.fetchall()
-    if not rows:
-        return None
-    values = [
-        _from_db(field, value, connection)
-        for (field, _column), value in zip(fields, rows[0], strict=True)
-    ]
-    return JobExecution.from_db(connection.alias, names, values)
-
-
-def _from_db(field: Field[Any, Any], value: Any, connection: BaseDatabaseWrapper) -> Any:
-    """A column's value as the field holds it (JSON decoded...), as the ORM would convert it."""
-    expression = field.get_col(JobExecution._meta.db_table)
-    for converter in connection.ops.get_db_converters(expression) + field.get_db_converters(
-        connection
-    ):
-        value = converter(value, expression, connection)
-    return value
-
-
 def _unclaimed_outcome(job_id: str) -> Outcome:
     status = JobExecution.objects.filter(job_id=job_id).values_list("status", flat=True).first()
     if status is None:
@@ -243,41 +128,9 @@ def _json_result(result: Any) -> Any:
         ) from exc
 
 
-def _field(name: str) -> tuple[Field[Any, Any], str]:
-    """A concrete field of JobExecution and its column name."""
-    field = JobExecution._meta.get_field(name)
-    assert isinstance(field, Field)
-    assert field.column
-    return field, field.column
-
-
-def _update_fenced(execution: JobExecution, **values: Any) -> bool:
-    """Write an outcome, if this delivery still holds the claim; return whether it did.
-
-    If our lease ran out and another delivery took the job over, the attempt count moved on and
-    the WHERE clause matches nothing. One hand-written UPDATE: it runs once per delivery, and
-    the ORM's compilation of it costs more than the database's execution.
-    """
-    connection = connections[router.db_for_write(JobExecution)]
-    quote = connection.ops.quote_name
-    fields = [_field(name) for name in values]
-    assignments = ", ".join(f"{quote(column)} = %s" for _field_, column in fields)
-    params = [
-        field.get_db_prep_save(value, connection)
-        for (field, _column), value in zip(fields, values.values(), strict=True)
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {quote(JobExecution._meta.db_table)} SET {assignments} "  # noqa: S608 - names are ours
-            f"WHERE {quote(_field('id')[1])} = %s AND status = %s AND attempts = %s",
-            [*params, execution.pk, JobStatus.RUNNING.value, execution.attempts],
-        )
-        return bool(cursor.rowcount)
-
-
 def _record_success(execution: JobExecution, result: Any) -> None:
     now = timezone.now()
-    updated = _update_fenced(
+    updated = statements.update_if_claimed(
         execution,
         status=JobStatus.COMPLETED,
         result=result,
@@ -301,7 +154,7 @@ def _record_failure(execution: JobExecution, exc: Exception, *, final: bool) -> 
     error = f"{type(exc).__name__}: {exc}"
     trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     status = JobStatus.FAILED if final else JobStatus.RETRYING
-    updated = _update_fenced(
+    updated = statements.update_if_claimed(
         execution,
         status=status,
         error=error,

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from django.db import DatabaseError, connections, router, transaction
+from django.db import DatabaseError, router, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
+from django_qstash_jobs import statements
 from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.exceptions import EnqueueError
 from django_qstash_jobs.models import JobExecution, JobStatus
@@ -85,7 +86,7 @@ def mark_published(executions: Sequence[JobExecution], message_ids: Sequence[str
     """
     now = timezone.now()
     if len(executions) == 1:
-        _mark_one_published(executions[0].job_id, message_ids[0], now)
+        statements.mark_one_published(executions[0].job_id, message_ids[0], now)
     else:
         JobExecution.objects.filter(
             job_id__in=[execution.job_id for execution in executions]
@@ -107,21 +108,6 @@ def mark_published(executions: Sequence[JobExecution], message_ids: Sequence[str
         execution.message_id = mid
         if execution.status == JobStatus.PENDING:
             execution.status = JobStatus.QUEUED
-
-
-def _mark_one_published(job_id: str, message_id: str, now: datetime) -> None:
-    # Every enqueue outside a transaction runs this, so it is one hand-written statement: the
-    # ORM spends more time compiling the equivalent CASE expression than the database executing it.
-    connection = connections[router.db_for_write(JobExecution)]
-    table = connection.ops.quote_name(JobExecution._meta.db_table)
-    updated_at = JobExecution._meta.get_field("updated_at").get_db_prep_value(now, connection)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET message_id = %s, "  # noqa: S608 - the table name is ours
-            "status = CASE WHEN status = %s THEN %s ELSE status END, "
-            "publish_claimed_at = NULL, updated_at = %s WHERE job_id = %s",
-            [message_id, JobStatus.PENDING.value, JobStatus.QUEUED.value, updated_at, job_id],
-        )
 
 
 def _release(executions: Sequence[JobExecution]) -> None:

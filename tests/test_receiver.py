@@ -312,9 +312,9 @@ def test_the_claim_without_update_returning_behaves_the_same(
     deliver: Deliver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Databases without UPDATE ... RETURNING (MySQL) take the two-statement ORM path.
-    from django_qstash_jobs import execution as execution_module
+    from django_qstash_jobs import statements
 
-    monkeypatch.setattr(execution_module, "_supports_update_returning", lambda connection: False)
+    monkeypatch.setattr(statements, "_supports_update_returning", lambda connection: False)
     execution = queued()
     assert deliver(body_of(execution)).status_code == 200
     assert deliver(body_of(execution)).json() == {"status": "acknowledged"}

@@ -139,12 +139,12 @@ def test_a_publish_that_cannot_be_recorded_still_counts_as_enqueued(
     # the job was refused, since it will run.
     from django.db import OperationalError
 
-    from django_qstash_jobs import outbox
+    from django_qstash_jobs import statements
 
     def database_gone(*args: Any) -> None:
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(outbox, "_mark_one_published", database_gone)
+    monkeypatch.setattr(statements, "mark_one_published", database_gone)
     job_id = job_dispatcher.enqueue("echo", {"message": "x"})
     assert SideEffect.objects.filter(job_id=job_id).count() == 1
     assert JobExecution.objects.get(job_id=job_id).message_id is None
