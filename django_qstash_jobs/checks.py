@@ -119,3 +119,20 @@ def _check_receiver_url(url: str | None, *, required: bool) -> list[CheckMessage
             )
         ]
     return []
+
+
+@register(Tags.compatibility)
+def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Each ``QSTASH_JOBS["SCHEDULES"]`` declaration is complete, with a valid cron and payload."""
+    # Imported here: the check runs once the app registry is ready, which schedules needs.
+    from django_qstash_jobs.schedules import declaration_problems
+
+    return [
+        Error(
+            problem,
+            hint="Each declaration is a dict with 'name', 'job_type' and 'cron', and optionally "
+            "'payload', 'metadata' (user_id, organization_id) and 'paused'.",
+            id="django_qstash_jobs.E009",
+        )
+        for problem in declaration_problems()
+    ]

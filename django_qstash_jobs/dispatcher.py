@@ -11,7 +11,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from django_qstash_jobs import outbox, signals
+from django_qstash_jobs import outbox, schedules, signals, statements
 from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.exceptions import EnqueueError, JobStateError
 from django_qstash_jobs.models import CLAIMABLE_STATUSES, JobExecution, JobStatus
@@ -57,7 +57,7 @@ class JobDispatcher:
         prepared = self._prepare(job_type, payload, metadata, options)
         execution = prepared.execution
         if prepared.idempotency_key is None:
-            execution.save(force_insert=True)
+            statements.insert(execution)
         else:
             existing = self._insert_once(execution, prepared.idempotency_key)
             if existing is not None:
@@ -179,6 +179,36 @@ class JobDispatcher:
         outbox.publish_on_commit([execution])
         return job_id
 
+    # Schedules: thin entry points; django_qstash_jobs.schedules has the logic.
+
+    def schedule(
+        self,
+        job_type: str,
+        cron: str,
+        payload: Mapping[str, Any] | Any = None,
+        metadata: JobMetadata | Mapping[str, Any] | None = None,
+        *,
+        name: str,
+    ) -> str:
+        """Create the schedule called ``name``, or update it; return its schedule id.
+
+        ``cron`` is five fields (day of week 0-7, 0 and 7 Sunday), optionally prefixed with
+        ``CRON_TZ=<zone>``. A bad expression, job type or payload raises :class:`ScheduleError`.
+        """
+        return schedules.schedule(job_type, cron, payload, metadata, name=name)
+
+    def unschedule(self, schedule_id: str) -> None:
+        """Delete a schedule (by id or name) from QStash and the database."""
+        schedules.unschedule(schedule_id)
+
+    def pause_schedule(self, schedule_id: str) -> None:
+        """Stop a schedule (by id or name) from firing until it is resumed."""
+        schedules.pause_schedule(schedule_id)
+
+    def resume_schedule(self, schedule_id: str) -> None:
+        """Let a paused schedule (by id or name) fire again."""
+        schedules.resume_schedule(schedule_id)
+
     def _prepare(
         self,
         job_type: str,
@@ -215,7 +245,7 @@ class JobDispatcher:
         """Insert the row; if its idempotency key exists, return the existing job's id instead."""
         try:
             with transaction.atomic():
-                execution.save(force_insert=True)
+                statements.insert(execution)
         except IntegrityError:
             existing = (
                 JobExecution.objects.filter(idempotency_key=key)

@@ -36,6 +36,14 @@ FINISHED_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 # unique ones (idempotency key, message id) only NULL may repeat.
 
 
+class ScheduleSource(models.TextChoices):
+    #: Declared in ``QSTASH_JOBS["SCHEDULES"]``: ``sync_schedules`` owns it and deletes it once
+    #: the declaration is gone.
+    SETTINGS = "settings", _("Settings")
+    #: Created with ``job_dispatcher.schedule``: kept until ``unschedule``.
+    CODE = "code", _("Code")
+
+
 class JobSchedule(models.Model):
     """A cron schedule that enqueues a job type each time it fires."""
 
@@ -52,6 +60,13 @@ class JobSchedule(models.Model):
     user_id = models.CharField(_("user id"), max_length=64, null=True, blank=True)  # noqa: DJ001
     organization_id = models.CharField(_("organization id"), max_length=64, null=True, blank=True)  # noqa: DJ001
     paused = models.BooleanField(_("paused"), default=False)
+    source = models.CharField(
+        _("source"),
+        max_length=16,
+        choices=ScheduleSource.choices,
+        default=ScheduleSource.CODE,
+        help_text=_("Where the schedule is defined; decides what sync_schedules may delete."),
+    )
     last_synced_at = models.DateTimeField(_("last synced at"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)

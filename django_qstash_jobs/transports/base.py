@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from django_qstash_jobs.exceptions import ScheduleError
 from django_qstash_jobs.options import PublishOptions
 
 if TYPE_CHECKING:
@@ -26,8 +27,44 @@ class OutgoingMessage:
         return {"job_id": self.job_id, "job_type": self.job_type}
 
 
+@dataclass(frozen=True)
+class OutgoingSchedule:
+    """A schedule as QStash should hold it: fired to ``RECEIVER_URL`` on ``cron``."""
+
+    schedule_id: str
+    job_type: str
+    cron: str
+    max_retries: int
+
+    def body(self) -> dict[str, Any]:
+        """What each firing delivers: the receiver finds the ``JobSchedule`` by this id.
+
+        The receiver reads the ``Upstash-Schedule-Id`` header QStash adds to every firing; the
+        body repeats the id (and the job type) so that QStash's logs say what a message is. The
+        payload stays on the row, so editing it needs no call to QStash.
+        """
+        return {"schedule_id": self.schedule_id, "job_type": self.job_type}
+
+
+@dataclass(frozen=True)
+class RemoteSchedule:
+    """A schedule as QStash holds it (any schedule of the account, not only this site's)."""
+
+    schedule_id: str
+    destination: str
+    cron: str
+    #: The body as JSON when it is JSON, else the raw text.
+    body: Any
+    retries: int
+    paused: bool
+
+
+class ScheduleNotFound(ScheduleError):
+    """QStash has no schedule with this id."""
+
+
 class BaseTransport:
-    """Publishes jobs and cancels published ones."""
+    """Publishes jobs, cancels published ones, and keeps schedules."""
 
     def __init__(self, config: JobsConfig) -> None:
         self.config = config
@@ -41,4 +78,26 @@ class BaseTransport:
 
     def cancel(self, message_id: str) -> None:
         """Cancel a published message that was not delivered yet; unknown ids are not an error."""
+        raise NotImplementedError
+
+    # Schedules. Errors are ScheduleError, saying whether QStash refused or could not be reached.
+
+    def upsert_schedule(self, schedule: OutgoingSchedule) -> None:
+        """Create the schedule, or replace the one with the same id; it is left not paused."""
+        raise NotImplementedError
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        """Delete a schedule; an unknown id is not an error."""
+        raise NotImplementedError
+
+    def pause_schedule(self, schedule_id: str) -> None:
+        """Stop a schedule from firing; raise :class:`ScheduleNotFound` for an unknown id."""
+        raise NotImplementedError
+
+    def resume_schedule(self, schedule_id: str) -> None:
+        """Let a paused schedule fire again; raise :class:`ScheduleNotFound` for an unknown id."""
+        raise NotImplementedError
+
+    def list_schedules(self) -> list[RemoteSchedule]:
+        """Every schedule QStash holds for this account, including other sites' ones."""
         raise NotImplementedError

@@ -1,18 +1,27 @@
-"""Publishing through QStash with the official ``qstash`` SDK."""
+"""Publishing and scheduling through QStash with the official ``qstash`` SDK."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import contextlib
+import json
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from qstash import QStash
 from qstash.errors import QStashError
 from qstash.http import RetryConfig
 from qstash.message import BatchJsonRequest
+from qstash.schedule import Schedule
 
-from django_qstash_jobs.exceptions import EnqueueError
-from django_qstash_jobs.transports.base import BaseTransport, OutgoingMessage
+from django_qstash_jobs.exceptions import EnqueueError, ScheduleError
+from django_qstash_jobs.transports.base import (
+    BaseTransport,
+    OutgoingMessage,
+    OutgoingSchedule,
+    RemoteSchedule,
+    ScheduleNotFound,
+)
 
 if TYPE_CHECKING:
     from django_qstash_jobs.conf import JobsConfig
@@ -20,12 +29,14 @@ if TYPE_CHECKING:
 #: Publishes carry a deduplication id, so repeating one after a network error cannot deliver a
 #: job twice. The SDK's default (five retries over ~32 s) would stall a web request far too long.
 PUBLISH_RETRY = RetryConfig(retries=2, backoff=lambda attempt: 100 * (attempt + 1))
+T = TypeVar("T")
+
 #: QStash accepts large batches; chunks bound the size of one request and of one failure.
 BATCH_SIZE = 500
 
 
 class QStashTransport(BaseTransport):
-    """Publishes to QStash (or a compatible server at ``QSTASH_JOBS["URL"]``)."""
+    """Publishes to and schedules on QStash (or a compatible server at ``QSTASH_JOBS["URL"]``)."""
 
     def __init__(self, config: JobsConfig) -> None:
         super().__init__(config)
@@ -54,6 +65,58 @@ class QStashTransport(BaseTransport):
                 raise EnqueueError(f"QStash refused to cancel message {message_id}: {exc}") from exc
         except httpx.HTTPError as exc:
             raise EnqueueError(f"QStash could not be reached at {self.config.url}: {exc}") from exc
+
+    def upsert_schedule(self, schedule: OutgoingSchedule) -> None:
+        if not self.config.receiver_url:
+            raise ScheduleError(
+                "QSTASH_JOBS['RECEIVER_URL'] is not set: a schedule fires to this site's "
+                "receiver, so QStash needs its absolute URL."
+            )
+        # Upstash-Schedule-Id makes this an upsert: the same id replaces the schedule.
+        self._schedule_call(
+            f"save schedule {schedule.schedule_id}",
+            lambda: self.client.schedule.create_json(
+                destination=self.config.receiver_url or "",
+                cron=schedule.cron,
+                body=schedule.body(),
+                retries=schedule.max_retries,
+                schedule_id=schedule.schedule_id,
+            ),
+        )
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        # An unknown id is already gone, which is what deleting it was for.
+        with contextlib.suppress(ScheduleNotFound):
+            self._schedule_call(
+                f"delete schedule {schedule_id}", lambda: self.client.schedule.delete(schedule_id)
+            )
+
+    def pause_schedule(self, schedule_id: str) -> None:
+        self._schedule_call(
+            f"pause schedule {schedule_id}", lambda: self.client.schedule.pause(schedule_id)
+        )
+
+    def resume_schedule(self, schedule_id: str) -> None:
+        self._schedule_call(
+            f"resume schedule {schedule_id}", lambda: self.client.schedule.resume(schedule_id)
+        )
+
+    def list_schedules(self) -> list[RemoteSchedule]:
+        schedules: list[Schedule] = self._schedule_call("list schedules", self.client.schedule.list)
+        return [_remote(schedule) for schedule in schedules]
+
+    def _schedule_call(self, what: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except QStashError as exc:
+            if "status: 404" in str(exc):
+                raise ScheduleNotFound(f"QStash has no such schedule ({what}): {exc}") from exc
+            raise ScheduleError(f"QStash refused to {what}: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise ScheduleError(
+                f"QStash could not be reached at {self.config.url} to {what} "
+                f"({exc.__class__.__name__}: {exc})."
+            ) from exc
 
     def _publish_one(self, message: OutgoingMessage) -> str:
         try:
@@ -114,3 +177,19 @@ class QStashTransport(BaseTransport):
             "publish it.",
             job_ids=job_ids,
         )
+
+
+def _remote(schedule: Schedule) -> RemoteSchedule:
+    body: Any = schedule.body
+    # Not JSON means not ours: kept as text, it never matches the body we would send.
+    if body is not None:
+        with contextlib.suppress(ValueError):
+            body = json.loads(body)
+    return RemoteSchedule(
+        schedule_id=schedule.schedule_id,
+        destination=schedule.destination,
+        cron=schedule.cron,
+        body=body,
+        retries=schedule.retries,
+        paused=schedule.paused,
+    )

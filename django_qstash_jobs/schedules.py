@@ -1,0 +1,584 @@
+"""Cron schedules: ``job_dispatcher.schedule`` and friends, declarations, ``sync_schedules``.
+
+The ``JobSchedule`` row is the truth and QStash holds a copy that fires to the receiver. Creating
+or changing a schedule writes the row first and then makes QStash match it, so when QStash cannot
+be reached the row still says what is wanted and ``manage.py sync_schedules`` completes the work
+later. Deleting goes the other way round: QStash first, so a failed delete keeps the row to retry.
+
+Ownership: a QStash account can hold schedules of other sites and other tools. This app only
+ever deletes a QStash schedule that it has a row for, or whose id starts with
+:data:`SCHEDULE_ID_PREFIX` *and* whose destination is this site's ``RECEIVER_URL``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from django_qstash_jobs.conf import get_config
+from django_qstash_jobs.cron import validate_cron
+from django_qstash_jobs.exceptions import JobValidationError, ScheduleError, UnknownJobTypeError
+from django_qstash_jobs.models import JobExecution, JobSchedule, ScheduleSource
+from django_qstash_jobs.options import parse_metadata
+from django_qstash_jobs.registry import registry
+from django_qstash_jobs.transports import get_transport
+from django_qstash_jobs.transports.base import (
+    BaseTransport,
+    OutgoingSchedule,
+    RemoteSchedule,
+    ScheduleNotFound,
+)
+
+#: Every schedule id this app makes starts with this.
+SCHEDULE_ID_PREFIX = "djqj-"
+DECLARATION_KEYS = frozenset({"name", "job_type", "cron", "payload", "metadata", "paused"})
+_REQUIRED_KEYS = ("name", "job_type", "cron")
+#: QStash schedule ids allow letters, digits, '-', '_' and '.'.
+_UNSAFE_IN_ID = re.compile(r"[^A-Za-z0-9_.-]+")
+_NAME_MAX_LENGTH = 200
+#: The row fields a definition sets (``source`` and ``paused`` are decided separately).
+_ROW_FIELDS = ("job_type", "cron", "payload", "user_id", "organization_id")
+
+
+class ScheduleValidationError(ScheduleError, JobValidationError):
+    """A schedule's payload does not match its job type's schema; ``errors`` names the fields."""
+
+
+class ScheduleJobTypeError(ScheduleError, UnknownJobTypeError):
+    """A schedule names a job type that is not registered."""
+
+
+@dataclass(frozen=True)
+class ScheduleDefinition:
+    """A checked schedule, from a declaration in settings or a ``schedule()`` call."""
+
+    name: str
+    job_type: str
+    cron: str
+    payload: dict[str, Any]
+    user_id: str | None
+    organization_id: str | None
+    #: ``None`` keeps the row's state (a new row is not paused).
+    paused: bool | None = None
+
+    def row_values(self) -> dict[str, Any]:
+        """The ``JobSchedule`` fields this definition sets."""
+        return {
+            "job_type": self.job_type,
+            "cron": self.cron,
+            "payload": self.payload,
+            "user_id": self.user_id,
+            "organization_id": self.organization_id,
+        }
+
+
+def define(
+    job_type: str,
+    cron: str,
+    payload: Any = None,
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    name: str,
+    paused: bool | None = None,
+) -> ScheduleDefinition:
+    """Check every part of a schedule; raise :class:`ScheduleError` (or ``TypeError``) if wrong."""
+    if not isinstance(name, str) or not name.strip() or len(name) > _NAME_MAX_LENGTH:
+        raise ScheduleError(
+            f"A schedule name must be a non-empty str of {_NAME_MAX_LENGTH} characters at most, "
+            f"not {name!r}."
+        )
+    cron = validate_cron(cron)
+    try:
+        job = registry.get(job_type)
+    except UnknownJobTypeError as exc:
+        raise ScheduleJobTypeError(f"Schedule {name!r}: {exc}") from None
+    try:
+        stored_payload = job.serialize({} if payload is None else payload)
+    except JobValidationError as exc:
+        raise ScheduleValidationError(f"Schedule {name!r}: {exc}", errors=exc.errors) from None
+    parsed = parse_metadata(metadata)
+    if "idempotency_key" in parsed:
+        # Every firing would carry the same key, so only the first one would ever run.
+        raise ScheduleError(
+            f"Schedule {name!r}: metadata['idempotency_key'] is not allowed on a schedule; each "
+            "firing is already recorded once, by its QStash message id."
+        )
+    if paused is not None and not isinstance(paused, bool):
+        raise ScheduleError(f"Schedule {name!r}: 'paused' must be True or False, not {paused!r}.")
+    return ScheduleDefinition(
+        name=name,
+        job_type=job_type,
+        cron=cron,
+        payload=stored_payload,
+        user_id=_text(parsed.get("user_id")),
+        organization_id=_text(parsed.get("organization_id")),
+        paused=paused,
+    )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def schedule_id_for(name: str) -> str:
+    """The QStash schedule id of a new schedule called ``name``.
+
+    Readable, and unique per site: the hash covers ``RECEIVER_URL``, so a staging and a
+    production site sharing one QStash account never overwrite each other's schedules.
+    """
+    receiver_url = get_config().receiver_url or ""
+    digest = hashlib.sha256(f"{receiver_url}\n{name}".encode()).hexdigest()[:10]
+    slug = _UNSAFE_IN_ID.sub("-", name).strip("-.")[:80] or "schedule"
+    return f"{SCHEDULE_ID_PREFIX}{slug}-{digest}"
+
+
+def owns(remote: RemoteSchedule) -> bool:
+    """Whether a QStash schedule with no row is this site's to delete."""
+    receiver_url = get_config().receiver_url
+    return (
+        bool(receiver_url)
+        and remote.schedule_id.startswith(SCHEDULE_ID_PREFIX)
+        and remote.destination == receiver_url
+    )
+
+
+def outgoing(row: JobSchedule) -> OutgoingSchedule:
+    """The schedule QStash should hold for ``row``."""
+    return OutgoingSchedule(
+        schedule_id=row.schedule_id,
+        job_type=row.job_type,
+        cron=row.cron,
+        max_retries=_retries(row.job_type),
+    )
+
+
+def _retries(job_type: str) -> int:
+    # A job type that is no longer registered still gets a schedule: its firings are recorded
+    # and fail visibly on the receiver, like any job of an unknown type.
+    job = registry.get(job_type) if job_type in registry else None
+    if job is not None and job.retries is not None:
+        return job.retries
+    return get_config().default_retries
+
+
+def push(row: JobSchedule) -> None:
+    """Make QStash hold ``row``'s schedule, paused or not, and record when."""
+    transport = get_transport()
+    transport.upsert_schedule(outgoing(row))
+    # Said explicitly after every upsert: whether an upsert keeps a pause is up to the server.
+    _set_remote_paused(transport, row.schedule_id, paused=row.paused)
+    _mark_synced(row)
+
+
+def _set_remote_paused(transport: BaseTransport, schedule_id: str, *, paused: bool) -> None:
+    if paused:
+        transport.pause_schedule(schedule_id)
+    else:
+        transport.resume_schedule(schedule_id)
+
+
+def _mark_synced(row: JobSchedule) -> None:
+    now = timezone.now()
+    # An UPDATE of one column: a concurrent edit of the row is not overwritten, and
+    # ``updated_at`` keeps meaning "last edited".
+    JobSchedule.objects.filter(pk=row.pk).update(last_synced_at=now)
+    row.last_synced_at = now
+
+
+def _push_or_explain(row: JobSchedule) -> None:
+    try:
+        push(row)
+    except ScheduleError as exc:
+        raise ScheduleError(
+            f"Schedule {row.name!r} is saved, but QStash does not match it yet: {exc} "
+            "`manage.py sync_schedules` will update QStash once it can be reached."
+        ) from exc
+
+
+# The operations behind job_dispatcher.schedule / unschedule / pause_schedule / resume_schedule.
+
+
+def schedule(
+    job_type: str,
+    cron: str,
+    payload: Any = None,
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    name: str,
+) -> str:
+    """Create the schedule called ``name``, or update it if it exists; return its schedule id.
+
+    The payload is validated now, against the job type's schema. A paused schedule stays
+    paused. QStash is updated at once; if it cannot be reached, :class:`ScheduleError` is
+    raised and the saved row waits for ``sync_schedules``.
+    """
+    definition = define(job_type, cron, payload, metadata, name=name)
+    existing = JobSchedule.objects.filter(name=name).values_list("source", flat=True).first()
+    if existing == ScheduleSource.SETTINGS:
+        raise ScheduleError(
+            f"Schedule {name!r} is declared in QSTASH_JOBS['SCHEDULES']; change it there and "
+            "run `manage.py sync_schedules`."
+        )
+    values = definition.row_values()
+    row, _created = JobSchedule.objects.update_or_create(
+        name=name,
+        defaults=values,
+        create_defaults={
+            **values,
+            "schedule_id": schedule_id_for(name),
+            "source": ScheduleSource.CODE,
+        },
+    )
+    _push_or_explain(row)
+    return row.schedule_id
+
+
+def get_schedule(schedule_id: str) -> JobSchedule:
+    """The schedule with this schedule id (or, failing that, this name)."""
+    row = (
+        JobSchedule.objects.filter(schedule_id=schedule_id).first()
+        or JobSchedule.objects.filter(name=schedule_id).first()
+    )
+    if row is None:
+        raise ScheduleError(f"No schedule has the id or name {schedule_id!r}.")
+    return row
+
+
+def unschedule(schedule_id: str) -> None:
+    """Delete a schedule from QStash, then its row; past jobs keep their records.
+
+    A schedule declared in settings cannot be deleted here (the next sync would bring it
+    back): remove its declaration instead.
+    """
+    row = get_schedule(schedule_id)
+    if row.source == ScheduleSource.SETTINGS:
+        raise ScheduleError(
+            f"Schedule {row.name!r} is declared in QSTASH_JOBS['SCHEDULES']; remove it there and "
+            "run `manage.py sync_schedules`."
+        )
+    # QStash first: if it cannot be reached the row stays, and unschedule can be called again.
+    get_transport().delete_schedule(row.schedule_id)
+    row.delete()
+
+
+def pause_schedule(schedule_id: str) -> None:
+    """Stop a schedule from firing until it is resumed."""
+    _pause_or_resume(schedule_id, paused=True)
+
+
+def resume_schedule(schedule_id: str) -> None:
+    """Let a paused schedule fire again."""
+    _pause_or_resume(schedule_id, paused=False)
+
+
+def _pause_or_resume(schedule_id: str, *, paused: bool) -> None:
+    row = get_schedule(schedule_id)
+    JobSchedule.objects.filter(pk=row.pk).update(paused=paused, updated_at=timezone.now())
+    row.paused = paused
+    try:
+        _set_remote_paused(get_transport(), row.schedule_id, paused=paused)
+    except ScheduleNotFound:
+        # QStash lost it or never had it (QStash was down when it was created): recreate it.
+        _push_or_explain(row)
+    except ScheduleError as exc:
+        raise ScheduleError(
+            f"Schedule {row.name!r} is marked {'paused' if paused else 'resumed'}, but QStash "
+            f"does not match it yet: {exc} `manage.py sync_schedules` will update QStash."
+        ) from exc
+    else:
+        _mark_synced(row)
+
+
+def run_schedule_now(schedule_id: str) -> str:
+    """Enqueue the schedule's job at once, linked to the schedule; return the job id."""
+    from django_qstash_jobs.dispatcher import job_dispatcher
+
+    row = get_schedule(schedule_id)
+    metadata = {
+        key: value
+        for key, value in (("user_id", row.user_id), ("organization_id", row.organization_id))
+        if value is not None
+    }
+    # In one transaction the publish waits for the commit, so the link is in place before the
+    # job can run.
+    with transaction.atomic():
+        job_id = job_dispatcher.enqueue(row.job_type, row.payload, metadata)
+        JobExecution.objects.filter(job_id=job_id).update(schedule=row)
+    return job_id
+
+
+# Declarations: QSTASH_JOBS["SCHEDULES"].
+
+
+def declared_schedules() -> list[ScheduleDefinition]:
+    """The checked declarations; :class:`ScheduleError` lists every problem if any is wrong."""
+    definitions, problems = _read_declarations(get_config().schedules)
+    if problems:
+        raise ScheduleError("Invalid QSTASH_JOBS['SCHEDULES']: " + " ".join(problems))
+    return definitions
+
+
+def declaration_problems() -> list[str]:
+    """What is wrong with ``QSTASH_JOBS["SCHEDULES"]``, one sentence per problem."""
+    return _read_declarations(get_config().schedules)[1]
+
+
+def _read_declarations(declarations: Any) -> tuple[list[ScheduleDefinition], list[str]]:
+    if not isinstance(declarations, (list, tuple)):
+        return [], [
+            f"QSTASH_JOBS['SCHEDULES'] must be a list of dicts, not {type(declarations).__name__}."
+        ]
+    definitions: list[ScheduleDefinition] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for index, declaration in enumerate(declarations):
+        label = f"QSTASH_JOBS['SCHEDULES'][{index}]"
+        if not isinstance(declaration, Mapping):
+            problems.append(f"{label} must be a dict, not {type(declaration).__name__}.")
+            continue
+        if isinstance(declaration.get("name"), str):
+            label = f"{label} ({declaration['name']!r})"
+        unknown = sorted(set(declaration) - DECLARATION_KEYS)
+        missing = [key for key in _REQUIRED_KEYS if key not in declaration]
+        if unknown:
+            problems.append(
+                f"{label} has unknown keys {', '.join(map(repr, unknown))}; "
+                f"allowed: {', '.join(sorted(DECLARATION_KEYS))}."
+            )
+        if missing:
+            problems.append(f"{label} lacks {', '.join(map(repr, missing))}.")
+        if unknown or missing:
+            continue
+        try:
+            definition = define(
+                declaration["job_type"],
+                declaration["cron"],
+                declaration.get("payload"),
+                declaration.get("metadata"),
+                name=declaration["name"],
+                paused=declaration.get("paused"),
+            )
+        except (ScheduleError, TypeError, ValueError) as exc:
+            problems.append(f"{label}: {exc}")
+            continue
+        if definition.name in seen:
+            problems.append(f"{label}: the name {definition.name!r} is declared twice.")
+            continue
+        seen.add(definition.name)
+        definitions.append(definition)
+    return definitions, problems
+
+
+# sync_schedules: plan what to do, then do it.
+
+CREATE, UPDATE, DELETE, PAUSE, RESUME, UNCHANGED = (
+    "create",
+    "update",
+    "delete",
+    "pause",
+    "resume",
+    "unchanged",
+)
+
+
+@dataclass
+class SyncAction:
+    """What a sync does to one schedule, and why."""
+
+    action: str
+    name: str
+    schedule_id: str
+    cron: str
+    details: str = ""
+    row: JobSchedule | None = None
+    #: Fields to write to the row (creating it if there is none).
+    row_values: dict[str, Any] | None = None
+    upsert: bool = False
+    #: Pause (True) or resume (False) on QStash; None: leave as is.
+    set_paused: bool | None = None
+    delete_remote: bool = False
+    delete_row: bool = False
+
+
+@dataclass
+class SyncPlan:
+    """Everything a sync would do, one action per schedule."""
+
+    actions: list[SyncAction] = field(default_factory=list)
+    #: QStash schedules left alone because this site does not own them.
+    foreign: int = 0
+
+
+def plan_sync() -> SyncPlan:
+    """Compare declarations, rows and QStash; change nothing.
+
+    Raises :class:`ScheduleError` when a declaration is invalid or QStash cannot be listed.
+    """
+    if not get_config().receiver_url:
+        raise ScheduleError(
+            "QSTASH_JOBS['RECEIVER_URL'] is not set: schedules fire to this site's receiver, "
+            "and only schedules pointing there are this site's."
+        )
+    declared = {definition.name: definition for definition in declared_schedules()}
+    remote = {schedule.schedule_id: schedule for schedule in get_transport().list_schedules()}
+    rows = {row.name: row for row in JobSchedule.objects.all()}
+    plan = SyncPlan()
+    for name in sorted(set(rows) | set(declared)):
+        row, definition = rows.get(name), declared.get(name)
+        if row is not None and definition is None and row.source == ScheduleSource.SETTINGS:
+            plan.actions.append(
+                SyncAction(
+                    DELETE,
+                    name,
+                    row.schedule_id,
+                    row.cron,
+                    "no longer declared in settings",
+                    row=row,
+                    delete_remote=remote.pop(row.schedule_id, None) is not None,
+                    delete_row=True,
+                )
+            )
+            continue
+        schedule_id = row.schedule_id if row is not None else schedule_id_for(name)
+        plan.actions.append(_plan_kept(name, row, definition, remote.pop(schedule_id, None)))
+    for schedule in remote.values():
+        if owns(schedule):
+            plan.actions.append(
+                SyncAction(
+                    DELETE,
+                    "",
+                    schedule.schedule_id,
+                    schedule.cron,
+                    "on QStash only: no row and no declaration",
+                    delete_remote=True,
+                )
+            )
+        else:
+            plan.foreign += 1
+    return plan
+
+
+def _plan_kept(
+    name: str,
+    row: JobSchedule | None,
+    definition: ScheduleDefinition | None,
+    remote: RemoteSchedule | None,
+) -> SyncAction:
+    """The action for a schedule that stays: its row written if needed, QStash made to match."""
+    current: dict[str, Any] = {}
+    if row is not None:
+        current = {key: getattr(row, key) for key in (*_ROW_FIELDS, "source", "paused")}
+    wanted = dict(current)
+    if definition is not None:
+        wanted.update(definition.row_values(), source=ScheduleSource.SETTINGS)
+        if definition.paused is not None:
+            wanted["paused"] = definition.paused
+    wanted.setdefault("paused", False)
+    changed = [key for key in wanted if row is not None and current.get(key) != wanted[key]]
+    schedule_id = row.schedule_id if row is not None else schedule_id_for(name)
+    desired = OutgoingSchedule(
+        schedule_id=schedule_id,
+        job_type=wanted["job_type"],
+        cron=wanted["cron"],
+        max_retries=_retries(wanted["job_type"]),
+    )
+    remote_changes = _remote_differences(desired, remote)
+    upsert = bool(remote_changes)
+    set_paused: bool | None = wanted["paused"] if upsert else None
+    if remote is not None and not upsert and remote.paused != wanted["paused"]:
+        set_paused = wanted["paused"]
+
+    details = [_describe_change(key, current.get(key), wanted[key]) for key in changed]
+    details += [change for change in remote_changes if change not in details]
+    if row is None:
+        action = CREATE
+        details = ["declared in settings"]
+    elif remote is None:
+        action = CREATE
+    elif upsert or any(key != "paused" for key in changed):
+        action = UPDATE
+    elif set_paused is not None:
+        action = PAUSE if set_paused else RESUME
+        if not changed:
+            details = [f"QStash has it {'running' if set_paused else 'paused'}"]
+    elif changed:
+        action = UPDATE  # paused in the row only; QStash already matches
+    else:
+        action = UNCHANGED
+    return SyncAction(
+        action,
+        name,
+        schedule_id,
+        wanted["cron"],
+        "; ".join(details),
+        row=row,
+        row_values=wanted if row is None or changed else None,
+        upsert=upsert,
+        set_paused=set_paused,
+    )
+
+
+def _remote_differences(desired: OutgoingSchedule, remote: RemoteSchedule | None) -> list[str]:
+    if remote is None:
+        return ["missing on QStash"]
+    differences = []
+    if remote.destination != get_config().receiver_url:
+        differences.append(f"destination {remote.destination} -> RECEIVER_URL")
+    if remote.cron != desired.cron:
+        differences.append(f"cron on QStash {remote.cron!r} -> {desired.cron!r}")
+    if remote.body != desired.body():
+        differences.append("message body")
+    if remote.retries != desired.max_retries:
+        differences.append(f"retries {remote.retries} -> {desired.max_retries}")
+    return differences
+
+
+def _describe_change(key: str, old: Any, new: Any) -> str:
+    if key == "source":
+        return "now declared in settings"
+    if key in ("payload",):
+        return key
+    return f"{key.replace('_', ' ')} {old!r} -> {new!r}"
+
+
+def apply_action(action: SyncAction) -> None:
+    """Carry out one planned action: the row first, then QStash."""
+    transport = get_transport()
+    if action.delete_remote:
+        # QStash first: if it fails, the row (and so the plan to delete) survives for next time.
+        transport.delete_schedule(action.schedule_id)
+    if action.delete_row and action.row is not None:
+        action.row.delete()
+    if action.delete_remote or action.delete_row:
+        return
+    row = action.row
+    if action.row_values is not None:
+        if row is None:
+            row = JobSchedule.objects.create(
+                name=action.name, schedule_id=action.schedule_id, **action.row_values
+            )
+        else:
+            for key, value in action.row_values.items():
+                setattr(row, key, value)
+            row.save()
+    assert row is not None
+    if action.upsert:
+        transport.upsert_schedule(outgoing(row))
+    if action.set_paused is not None:
+        _set_remote_paused(transport, row.schedule_id, paused=action.set_paused)
+    if action.upsert or action.set_paused is not None or row.last_synced_at is None:
+        _mark_synced(row)
+
+
+def sync() -> SyncPlan:
+    """Plan and apply a sync; return the plan that was carried out."""
+    plan = plan_sync()
+    for action in plan.actions:
+        apply_action(action)
+    return plan
