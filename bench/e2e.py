@@ -34,6 +34,7 @@ from common import (
     setup_django,
     start_gunicorn,
     stop,
+    summarize,
     worker_pids,
 )
 
@@ -151,6 +152,14 @@ def main() -> int:
         print(f"{name:<34}{rate:>12.0f}{1e3 * cpu / arguments.jobs:>19.2f}")
     print(f"end to end / receiver capacity: {ratio:.2f}x (target >= {TARGET}x)")
     print(f"enqueue-to-completed latency: p50 {p50 * 1e3:.0f} ms, p99 {p99 * 1e3:.0f} ms")
+    summarize(
+        "e2e",
+        [
+            ("end to end vs receiver capacity", f"{ratio:.2f}x", f">= {TARGET}x", ratio >= TARGET),
+            ("end to end jobs/s", f"{throughput:.0f}", "", True),
+            ("enqueue-to-completed p50 / p99", f"{p50 * 1e3:.0f} / {p99 * 1e3:.0f} ms", "", True),
+        ],
+    )
     return 0 if ratio >= TARGET else 1
 
 

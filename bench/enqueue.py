@@ -29,6 +29,7 @@ from common import (
     scratch_dir,
     setup_django,
     sink,
+    summarize,
 )
 
 BARE = "bare qstash publish_json"
@@ -131,6 +132,19 @@ def main() -> int:
         f"{arguments.batch} x enqueue: {one_by_one:.2f} s; enqueue_many({arguments.batch}): "
         f"{batched:.3f} s; {batch_speedup:.1f}x faster per job (target >= {BATCH_TARGET}x)"
     )
+    rows = [
+        ("enqueue vs bare publish", f"{enqueue_ratio:.2f}x", f"<= {ENQUEUE_TARGET}x",
+         enqueue_ratio <= ENQUEUE_TARGET),
+        ("enqueue CPU vs bare publish", f"{ours.cpu_mean / bare_timing.cpu_mean:.2f}x", "", True),
+        ("enqueue_many(1000) per job speed-up", f"{batch_speedup:.1f}x", f">= {BATCH_TARGET}x",
+         batch_speedup >= BATCH_TARGET),
+    ]  # fmt: skip
+    if PEER in timings:
+        rows.append(
+            ("enqueue vs django-qstash apply_async", f"{ours.median / timings[PEER].median:.2f}x",
+             "", True)
+        )  # fmt: skip
+    summarize("enqueue", rows)
     return 0 if enqueue_ratio <= ENQUEUE_TARGET and batch_speedup >= BATCH_TARGET else 1
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import interleaved, scratch_dir, setup_django
+from common import interleaved, scratch_dir, setup_django, summarize
 
 TIME_TARGET = 1.3
 MEMORY_TARGET_MB = 50.0
@@ -139,6 +139,15 @@ def run(arguments: argparse.Namespace, workdir: Path) -> int:
     print(f"  time ratio {ratio:.2f}x (target <= {TIME_TARGET}x)")
     print(f"  peak memory {job_mb:.1f} MB (target < {MEMORY_TARGET_MB:.0f} MB)")
     missed = ratio > TIME_TARGET or job_mb >= MEMORY_TARGET_MB
+    summarize(
+        "export",
+        [
+            (f"export {arguments.rows} rows vs bare csv.writer", f"{ratio:.2f}x",
+             f"<= {TIME_TARGET}x", ratio <= TIME_TARGET),
+            ("export peak memory", f"{job_mb:.1f} MB", f"< {MEMORY_TARGET_MB:.0f} MB",
+             job_mb < MEMORY_TARGET_MB),
+        ],
+    )  # fmt: skip
     if missed:
         print("TARGET MISSED")
     return 1 if missed else 0

@@ -38,6 +38,7 @@ from common import (
     setup_django,
     start_gunicorn,
     stop,
+    summarize,
     worker_pids,
 )
 
@@ -178,6 +179,22 @@ def main() -> int:
         ok = ok and ours_.rate >= RATE_TARGET_PEER * peer.rate
     print(f"targets: rate >= {RATE_TARGET_BARE}x bare and >= {RATE_TARGET_PEER}x django-qstash; "
           f"cpu <= {CPU_TARGET_BARE}x bare: {'met' if ok else 'MISSED'}")  # fmt: skip
+    rows = [
+        ("receiver rate vs bare view", f"{ours_.rate / bare_view.rate:.2f}x",
+         f">= {RATE_TARGET_BARE}x", ours_.rate >= RATE_TARGET_BARE * bare_view.rate),
+        ("receiver CPU/delivery vs bare view",
+         f"{ours_.cpu_per_request / bare_view.cpu_per_request:.2f}x", f"<= {CPU_TARGET_BARE}x",
+         ours_.cpu_per_request <= CPU_TARGET_BARE * bare_view.cpu_per_request),
+    ]  # fmt: skip
+    if len(contenders) == 3:
+        peer = contenders[2]
+        rows += [
+            ("receiver rate vs django-qstash", f"{ours_.rate / peer.rate:.2f}x",
+             f">= {RATE_TARGET_PEER}x", ours_.rate >= RATE_TARGET_PEER * peer.rate),
+            ("receiver CPU/delivery vs django-qstash",
+             f"{ours_.cpu_per_request / peer.cpu_per_request:.2f}x", "", True),
+        ]  # fmt: skip
+    summarize("receiver", rows)
     return 0 if ok else 1
 
 
