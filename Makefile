@@ -45,10 +45,11 @@ test-postgres: venv
 $(COMPAT_VENV)/.installed: pyproject.toml
 	@test -x $(COMPAT_VENV)/bin/python || $(COMPAT_PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(COMPAT_VENV)/bin/python -m pip install --quiet -e ".[test]" "Django>=5.2,<5.3"
+	$(COMPAT_VENV)/bin/python -m pip install --quiet -e ".[test]" "Django>=5.2,<5.3" django-tasks
 	@touch $@
 
-# Django 5.2 on the oldest Python, SQLite only: what the newest-Django run cannot see.
+# Django 5.2 on the oldest Python, SQLite only, with the django-tasks backport: what the
+# newest-Django run cannot see.
 test-compat: $(COMPAT_VENV)/.installed system-packages
 	SQLITE_TEST_PATH=$(CURDIR)/test-compat.sqlite3 $(COMPAT_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
@@ -73,10 +74,7 @@ $(BENCH_VENV)/.installed: pyproject.toml
 
 bench: $(BENCH_VENV)/.installed
 	scripts/ensure-postgres
-	$(BENCH_VENV)/bin/python bench/enqueue.py --db postgres
-	$(BENCH_VENV)/bin/python bench/receiver.py --db postgres
-	$(BENCH_VENV)/bin/python bench/e2e.py --db postgres
-	$(BENCH_VENV)/bin/python bench/export.py --db postgres
+	$(BENCH_VENV)/bin/python bench/all.py --db postgres
 
 # Faults injected into real runs (gunicorn, PostgreSQL, the local QStash server): it restarts
 # the local PostgreSQL cluster once; pass RELIABILITY_ARGS=--skip-postgres-restart to avoid that.
