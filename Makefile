@@ -61,7 +61,9 @@ lint: venv
 
 ci: lint test test-compat reliability-short
 
+# PDF reports need Pango: the system packages are looked at only when WeasyPrint cannot load.
 demo: venv
+	@$(BIN)/python -c "import weasyprint" 2>/dev/null || scripts/ensure-system-packages
 	cd example_project && ../$(BIN)/python manage.py demo
 
 # The benchmarks compare against django-qstash, installed in this environment only.

@@ -1,10 +1,16 @@
-"""A custom job type, as in the "Creating jobs" guide, discovered from this jobs.py."""
+"""A custom job type, as in the "Creating jobs" guide, and a generic webhook handler.
+
+Both are found because this module is ``demo/jobs.py``: the app loads every installed app's
+``jobs.py`` at start-up, like the admin loads ``admin.py``.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel
 
-from django_qstash_jobs import JobContext, register_job
+from django_qstash_jobs import JobContext, register_job, webhook_handler
 
 
 class ResizeImage(BaseModel):
@@ -28,3 +34,12 @@ def unreliable(payload: Unreliable, ctx: JobContext) -> str:
     if ctx.attempt <= payload.fail_times:
         raise RuntimeError(f"attempt {ctx.attempt} failed on purpose")
     return f"succeeded on attempt {ctx.attempt}"
+
+
+@webhook_handler("github", "push")
+def on_push(payload: Any, ctx: JobContext) -> None:
+    """GitHub posts to jobs/webhooks/github/; this runs later, in the job."""
+    data: dict[str, Any] = payload.data
+    commits = len(data.get("commits") or [])
+    repository = (data.get("repository") or {}).get("full_name", "?")
+    ctx.set_progress(100, f"{commits} commit(s) pushed to {repository} {data.get('ref', '')}")

@@ -1,17 +1,14 @@
-"""Run the demo: the local QStash server, this site, and real jobs end to end."""
+"""Run the demo: the local QStash server, this site, and the usage guide's jobs end to end."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import requests
@@ -20,44 +17,23 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.test import override_settings
+from django.utils import timezone
 
-from django_qstash_jobs import job_dispatcher
-from django_qstash_jobs.exceptions import EnqueueError
-from django_qstash_jobs.models import JobExecution, JobStatus
+from demo import processes, table
+from demo.scenarios import ADA, ADA_NEW_PASSWORD, SCENARIOS, Demo, Expectation
+from demo.site import DemoError
+from django_qstash_jobs.exceptions import EnqueueError, ScheduleError
+from django_qstash_jobs.models import FINISHED_STATUSES, JobExecution
 
-TERMINAL = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
-
-
-@dataclass
-class Scenario:
-    title: str
-    run: Callable[[], list[str]]
-    expected: str
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
+#: Seconds the jobs of all scenarios get to finish (the slowest is retried twice).
+WAIT_SECONDS = 45
+#: What a scenario raises when the site or QStash does not do what it should.
+SCENARIO_ERRORS = (DemoError, EnqueueError, ScheduleError, requests.RequestException)
 
 
-def pick_port(preferred: int) -> int:
-    if port_is_free(preferred):
-        return preferred
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_http(url: str, what: str, headers: dict[str, str] | None = None) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, headers=headers, timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise CommandError(f"{what} did not start at {url}")
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # `kill` or a test's timeout: unwind, so that the servers are stopped on the way out.
+    raise SystemExit(128 + signum)
 
 
 class Command(BaseCommand):
@@ -68,174 +44,134 @@ class Command(BaseCommand):
             "--no-serve",
             action="store_true",
             default=os.environ.get("DEMO_NO_SERVE") == "1",
-            help="Stop after the scenarios instead of leaving the site running.",
+            help="Stop after the scenarios instead of leaving the site running "
+            "(also DEMO_NO_SERVE=1).",
         )
-        parser.add_argument("--port", type=int, default=8000)
-        parser.add_argument("--qstash-port", type=int, default=8080)
+        parser.add_argument(
+            "--port", type=int, default=8000, help="The site's port (another if busy; 0: any)."
+        )
+        parser.add_argument(
+            "--qstash-port",
+            type=int,
+            default=8080,
+            help="The QStash server's port (another if busy; 0: any).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        signal.signal(signal.SIGTERM, _terminate)
+        try:
+            self._demo(options)
+        except KeyboardInterrupt:  # before the scenarios ended; the servers are stopped by now
+            raise CommandError("Interrupted.", returncode=130) from None
+
+    def _demo(self, options: dict[str, Any]) -> None:
         var_dir = Path(settings.VAR_DIR)
         call_command("migrate", verbosity=0)
         user_model = get_user_model()
         if not user_model.objects.filter(username="admin").exists():
-            user_model.objects.create_superuser("admin", "admin@example.com", "admin")
+            user_model.objects.create_superuser("admin", "", "admin")
 
-        site_port = pick_port(options["port"])
-        qstash_port = pick_port(options["qstash_port"])
-        qstash_url = f"http://127.0.0.1:{qstash_port}"
-        receiver_url = f"http://127.0.0.1:{site_port}/jobs/receive/"
-        environment = {
-            **os.environ,
-            "QSTASH_URL": qstash_url,
-            "QSTASH_RECEIVER_URL": receiver_url,
-        }
         with ExitStack() as stack:
-            # Retry backoffs are hours long in production; a hundredth of that keeps the demo brisk.
-            qstash = subprocess.Popen(
-                [
-                    sys.executable, "-m", "django_qstash_jobs.devserver",
-                    f"--port={qstash_port}", f"--db={var_dir / 'qstash-dev.sqlite3'}",
-                    "--backoff-scale=0.01",
-                ],
-                env=environment,
-            )  # fmt: skip
-            stack.callback(self._stop, qstash)
-            token = settings.QSTASH_JOBS["TOKEN"]
-            wait_http(
-                f"{qstash_url}/v2/keys", "the QStash server", {"Authorization": f"Bearer {token}"}
+            servers = processes.start(
+                stack,
+                site_port=options["port"],
+                qstash_port=options["qstash_port"],
+                log_dir=var_dir / "logs",
             )
-
-            site = subprocess.Popen(
-                [sys.executable, "manage.py", "runserver", f"127.0.0.1:{site_port}", "--noreload"],
-                env=environment,
-                cwd=settings.BASE_DIR,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+            self.stdout.write(
+                f"The site runs at {servers.site_url}/, the QStash server at "
+                f"{servers.qstash_url}.\nRunning the scenarios...\n"
             )
-            stack.callback(self._stop, site)
-            wait_http(f"http://127.0.0.1:{site_port}/admin/login/", "the site")
-
+            # This process enqueues too: it must publish where the servers are.
             jobs_settings = {
                 **settings.QSTASH_JOBS,
-                "URL": qstash_url,
-                "RECEIVER_URL": receiver_url,
+                "URL": servers.qstash_url,
+                "RECEIVER_URL": servers.receiver_url,
             }
-            with override_settings(QSTASH_JOBS=jobs_settings):
-                ok = self._run_scenarios()
-            if not ok:
-                raise CommandError("A demo scenario did not end as expected (see the table).")
-            self.stdout.write(self.style.SUCCESS("\nEvery scenario ended as expected."))
+            demo = Demo(
+                site_url=servers.site_url,
+                qstash_url=servers.qstash_url,
+                started_at=timezone.now(),
+                run_id=secrets.token_hex(4),
+            )
+            started = time.monotonic()
+            with override_settings(QSTASH_JOBS=jobs_settings, SITE_URL=servers.site_url):
+                rows = self._run(demo)
+            elapsed = time.monotonic() - started
+            for line in ["", *table.render(rows), ""]:
+                self.stdout.write(line)
+            self._where(servers.logs)
+            self.stdout.write("")
+            failed = [row for row in rows if row.problem]
+            if failed:
+                raise CommandError(
+                    f"{len(failed)} of {len(rows)} jobs did not end as expected (see the table)."
+                )
+            self.stdout.write(
+                self.style.SUCCESS(f"All {len(rows)} jobs ended as expected, in {elapsed:.1f} s.")
+            )
             if options["no_serve"]:
                 return
             self.stdout.write(
-                f"\nThe site runs at http://127.0.0.1:{site_port}/admin/ (login admin / admin); "
-                f"QStash at {qstash_url}.\nPress Ctrl-C to stop everything."
+                f"\nThe site: {servers.site_url}/   the admin: {servers.site_url}/admin/\n"
+                f"Log in as admin / admin (staff: reports, admin) or "
+                f"{ADA['username']} / {ADA_NEW_PASSWORD}.\n"
+                "Press Ctrl-C to stop everything."
             )
             try:
-                while site.poll() is None and qstash.poll() is None:
+                while servers.running():
                     time.sleep(0.5)
             except KeyboardInterrupt:
-                self.stdout.write("\nStopping.")
+                self.stdout.write("\nStopping the site and the QStash server.")
+            else:
+                raise CommandError("A server stopped on its own; see the logs.")
+
+    def _run(self, demo: Demo) -> list[table.Row]:
+        expectations: list[Expectation] = []
+        rows: list[table.Row] = []
+        for scenario in SCENARIOS:
+            try:
+                expectations.extend(scenario(demo))
+            except SCENARIO_ERRORS as exc:
+                rows.append(table.Row(scenario.__name__, None, f"{type(exc).__name__}: {exc}"))
+        self._wait(expectations)
+        for expectation in expectations:
+            rows.append(self._outcome(expectation))
+        return rows
 
     @staticmethod
-    def _stop(process: subprocess.Popen[bytes]) -> None:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-    def _run_scenarios(self) -> bool:
-        def cancel_delayed() -> list[str]:
-            job_id = job_dispatcher.enqueue(
-                "resize_image", {"image_id": 9}, options={"delay": 3_600_000}
-            )
-            job_dispatcher.cancel(job_id)
-            return [job_id]
-
-        scenarios = [
-            Scenario(
-                "custom job type (resize_image)",
-                lambda: [job_dispatcher.enqueue("resize_image", {"image_id": 1, "width": 640})],
-                JobStatus.COMPLETED,
-            ),
-            Scenario(
-                "fails once, succeeds on QStash's retry",
-                lambda: [job_dispatcher.enqueue("unreliable", {"fail_times": 1})],
-                JobStatus.COMPLETED,
-            ),
-            Scenario(
-                "fails every attempt: retried to failure",
-                lambda: [job_dispatcher.enqueue("unreliable", {"fail_times": 99})],
-                JobStatus.FAILED,
-            ),
-            Scenario(
-                "same idempotency key twice: one job",
-                lambda: list(
-                    {
-                        job_dispatcher.enqueue(
-                            "resize_image", {"image_id": 2}, {"idempotency_key": "demo-op-1"}
-                        )
-                        for _ in range(2)
-                    }
-                ),
-                JobStatus.COMPLETED,
-            ),
-            Scenario(
-                "enqueue_many: five jobs, one batch publish",
-                lambda: job_dispatcher.enqueue_many(
-                    [{"job_type": "resize_image", "payload": {"image_id": i}} for i in range(5)]
-                ),
-                JobStatus.COMPLETED,
-            ),
-            Scenario("delayed one hour, then cancelled", cancel_delayed, JobStatus.CANCELLED),
-        ]
-        started: list[tuple[Scenario, list[str]]] = []
-        for scenario in scenarios:
-            try:
-                started.append((scenario, scenario.run()))
-            except EnqueueError as exc:
-                self.stderr.write(f"{scenario.title}: {exc}")
-                return False
-        all_ids = [job_id for _, ids in started for job_id in ids]
-        deadline = time.monotonic() + 60
+    def _wait(expectations: list[Expectation]) -> None:
+        deadline = time.monotonic() + WAIT_SECONDS
         while time.monotonic() < deadline:
-            if all(
-                status in TERMINAL
-                for status in JobExecution.objects.filter(job_id__in=all_ids).values_list(
+            job_ids = [expectation.find() for expectation in expectations]
+            if None not in job_ids:
+                statuses = JobExecution.objects.filter(job_id__in=job_ids).values_list(
                     "status", flat=True
                 )
-            ):
-                break
+                if all(status in FINISHED_STATUSES for status in statuses):
+                    return
             time.sleep(0.1)
-        return self._print_table(started)
 
-    def _print_table(self, started: list[tuple[Scenario, list[str]]]) -> bool:
-        rows = [("SCENARIO", "JOB ID", "TYPE", "STATUS", "ATTEMPTS", "RESULT / ERROR", "OK")]
-        all_ok = True
-        for scenario, ids in started:
-            for job_id in ids:
-                execution = JobExecution.objects.get(job_id=job_id)
-                ok = execution.status == scenario.expected
-                all_ok &= ok
-                outcome = execution.error or (
-                    "" if execution.result is None else str(execution.result)
-                )
-                rows.append(
-                    (
-                        scenario.title,
-                        job_id[:8],
-                        execution.job_type,
-                        execution.status,
-                        str(execution.attempts),
-                        outcome[:48],
-                        "yes" if ok else f"NO (expected {scenario.expected})",
-                    )
-                )
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        self.stdout.write("")
-        for row in rows:
-            cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-            self.stdout.write("  ".join(cells).rstrip())
-        return all_ok
+    @staticmethod
+    def _outcome(expectation: Expectation) -> table.Row:
+        job_id = expectation.find()
+        execution = JobExecution.objects.filter(job_id=job_id).first() if job_id else None
+        if execution is None:
+            return table.Row(expectation.scenario, None, "no job was recorded")
+        if execution.status != expectation.status:
+            problem = f"expected {expectation.status}"
+        elif expectation.check is not None:
+            problem = expectation.check(execution)
+        else:
+            problem = ""
+        return table.Row(expectation.scenario, execution, problem)
+
+    def _where(self, logs: tuple[Path, ...]) -> None:
+        emails = Path(settings.EMAIL_DIR)
+        media = Path(settings.MEDIA_ROOT) / "qstash_jobs"
+        self.stdout.write(
+            f"Emails:  {table.shown(emails)}/ ({table.count_files(emails)} files)\n"
+            f"Files:   {table.shown(media)}/ (reports and exports; "
+            f"{table.count_files(media)} files)\n"
+            f"Logs:    {', '.join(table.shown(log) for log in logs)}\n"
+        )
