@@ -48,7 +48,8 @@ def main() -> int:
     arguments = parser.parse_args()
 
     workdir = scratch_dir()
-    with devserver(workdir) as qstash_url, sink() as receiver_url:
+    # Real delays (scale 1): the one-hour delay keeps deliveries out of the measurement.
+    with devserver(workdir, backoff_scale=1.0) as qstash_url, sink() as receiver_url:
         # Read at import time by django-qstash, so set before Django starts.
         os.environ["QSTASH_URL"] = qstash_url
         os.environ["BENCH_SITE_URL"] = receiver_url.removesuffix("/jobs/receive/")

@@ -72,7 +72,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000, help="per contender, all rounds")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=4)
+    # Enough connections to keep both workers busy: capacity is what is measured.
+    parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="postgres")
     arguments = parser.parse_args()
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import DatabaseError, router, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Q
 from django.utils import timezone
 
 from django_qstash_jobs import statements
@@ -88,21 +88,12 @@ def mark_published(executions: Sequence[JobExecution], message_ids: Sequence[str
     if len(executions) == 1:
         statements.mark_one_published(executions[0].job_id, message_ids[0], now)
     else:
-        JobExecution.objects.filter(
-            job_id__in=[execution.job_id for execution in executions]
-        ).update(
-            message_id=Case(
-                *(
-                    When(job_id=execution.job_id, then=Value(mid))
-                    for execution, mid in zip(executions, message_ids, strict=True)
-                ),
-                default=F("message_id"),
-            ),
-            status=Case(
-                When(status=JobStatus.PENDING, then=Value(JobStatus.QUEUED)), default=F("status")
-            ),
-            publish_claimed_at=None,
-            updated_at=now,
+        statements.mark_many_published(
+            [
+                (execution.job_id, mid)
+                for execution, mid in zip(executions, message_ids, strict=True)
+            ],
+            now,
         )
     for execution, mid in zip(executions, message_ids, strict=True):
         execution.message_id = mid
