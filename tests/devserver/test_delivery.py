@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import socket
+import threading
 import time
 from collections.abc import Callable
 
@@ -192,3 +193,47 @@ def test_rotated_keys_sign_new_deliveries_and_persist(
     again = make_server(db_path=db_path)
     keys = QStash(again.token, base_url=again.url, retry=False).signing_key.get()
     assert (keys.current, keys.next) == (rotated.current, rotated.next)
+
+
+def _serve_then_hang_up(listener: socket.socket, requests_seen: list[bytes]) -> None:
+    # Answers each request on a keep-alive connection, then closes it without saying so, as
+    # a destination dropping idle connections does.
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            if not data:
+                continue
+            requests_seen.append(data)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            time.sleep(0.05)
+
+
+def test_a_kept_connection_closed_by_the_destination_is_reopened(
+    make_server: Callable[..., DevServer],
+) -> None:
+    seen: list[bytes] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        thread = threading.Thread(target=_serve_then_hang_up, args=(listener, seen), daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/drops"
+        server = make_server(workers=1)
+        client = QStash(server.token, base_url=server.url, retry=False)
+        for _ in range(3):
+            client.message.publish_json(url=url, body={}, retries=0)
+            time.sleep(0.2)
+        wait_until(lambda: len(seen) >= 3, what="three deliveries")
+        assert server.wait_idle()
+        # Each attempt found its previous connection closed and succeeded on a new one.
+        assert not client.dlq.list().messages
+        assert all(b"Upstash-Retried: 0" in request for request in seen)
