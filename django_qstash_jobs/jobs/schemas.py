@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -17,15 +17,6 @@ from django_qstash_jobs.exports import export_registry, filter_name
 from django_qstash_jobs.jobs.email_templates import validate_context
 from django_qstash_jobs.reports import report_registry
 
-EMAIL_TEMPLATES = (
-    "welcome",
-    "passwordReset",
-    "passwordChanged",
-    "emailChange",
-    "teamInvitation",
-    "subscriptionCreated",
-    "paymentFailed",
-)
 EmailTemplate = Literal[
     "welcome",
     "passwordReset",
@@ -35,6 +26,8 @@ EmailTemplate = Literal[
     "subscriptionCreated",
     "paymentFailed",
 ]
+#: The template names, in the order of the original usage guide.
+EMAIL_TEMPLATES: tuple[str, ...] = get_args(EmailTemplate)
 # Deliberately loose: the mail server is the judge; this catches blanks and obvious typos.
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 
