@@ -350,4 +350,12 @@ def test_a_handler_can_read_every_field_of_its_row(deliver: Deliver) -> None:
         "user_id": "7",
         "metadata": {"user_id": 7, "organization_id": "acme"},
         "attempt": 1,
+        "last_attempt": False,  # max_retries is 2
     }
+
+
+def test_the_context_knows_the_last_attempt(deliver: Deliver) -> None:
+    execution = queued("inspect", {}, max_retries=2)
+    assert deliver(body_of(execution), retried=2).status_code == 200
+    execution.refresh_from_db()
+    assert (execution.result["attempt"], execution.result["last_attempt"]) == (3, True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
 from .errors import bad_request, not_found
 from .options import check_url
@@ -76,8 +76,3 @@ def check_name(kind: str, name: str) -> str:
     if not NAME.match(name):
         raise bad_request(f"invalid {kind}: only alphanumerics, '-', '_' and '.' are allowed")
     return name
-
-
-def query_params(query: str) -> list[tuple[str, str]]:
-    """Decode a query string into (name, value) pairs."""
-    return parse_qsl(query, keep_blank_values=True)

@@ -75,4 +75,5 @@ def inspect(payload: dict[str, object], ctx: JobContext) -> dict[str, object]:
         "user_id": execution.user_id,
         "metadata": ctx.metadata,
         "attempt": ctx.attempt,
+        "last_attempt": ctx.is_last_attempt,
     }
