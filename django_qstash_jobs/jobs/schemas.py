@@ -96,6 +96,15 @@ class ProcessStripeWebhookPayload(Payload):
     previous_attributes: dict[str, Any] | None = None
 
 
+def _registered(registry: Any, name: str) -> str:
+    """``name`` if ``registry`` knows it; else the registry's own message, as a field error."""
+    try:
+        registry.get(name)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+    return name
+
+
 class GenerateReportPayload(Payload):
     report_type: str = Field(min_length=1, max_length=100)
     start_date: date
@@ -105,11 +114,7 @@ class GenerateReportPayload(Payload):
     @field_validator("report_type")
     @classmethod
     def _registered_report(cls, value: str) -> str:
-        try:
-            report_registry.get(value)
-        except KeyError as exc:
-            raise ValueError(exc.args[0]) from None
-        return value
+        return _registered(report_registry, value)
 
     @model_validator(mode="after")
     def _ordered(self) -> GenerateReportPayload:
@@ -127,11 +132,7 @@ class ExportDataPayload(Payload):
     @field_validator("entity_type")
     @classmethod
     def _registered_export(cls, value: str) -> str:
-        try:
-            export_registry.get(value)
-        except KeyError as exc:
-            raise ValueError(exc.args[0]) from None
-        return value
+        return _registered(export_registry, value)
 
     @field_validator("filters")
     @classmethod
