@@ -89,9 +89,7 @@ class JobSchedule(models.Model):
 class JobExecution(models.Model):
     """One job: what to run, its state, and its outcome."""
 
-    job_id = models.CharField(
-        _("job id"), max_length=64, unique=True, default=new_job_id, editable=False
-    )
+    job_id = models.CharField(_("job id"), max_length=64, default=new_job_id, editable=False)
     job_type = models.CharField(_("job type"), max_length=100)
     status = models.CharField(
         _("status"), max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING
@@ -99,13 +97,14 @@ class JobExecution(models.Model):
     payload = models.JSONField(_("payload"), default=dict, blank=True)
     user_id = models.CharField(_("user id"), max_length=64, null=True, blank=True)  # noqa: DJ001
     organization_id = models.CharField(_("organization id"), max_length=64, null=True, blank=True)  # noqa: DJ001
-    idempotency_key = models.CharField(
-        _("idempotency key"), max_length=255, null=True, blank=True, unique=True
+    # NULL rather than "" for "none": the unique constraints below allow any number of NULLs.
+    idempotency_key = models.CharField(  # noqa: DJ001
+        _("idempotency key"), max_length=255, null=True, blank=True
     )
     #: All metadata as given to enqueue, with its original types.
     metadata = models.JSONField(_("metadata"), default=dict, blank=True)
-    message_id = models.CharField(
-        _("QStash message id"), max_length=128, null=True, blank=True, unique=True
+    message_id = models.CharField(  # noqa: DJ001
+        _("QStash message id"), max_length=128, null=True, blank=True
     )
     schedule = models.ForeignKey(
         JobSchedule,
@@ -145,6 +144,16 @@ class JobExecution(models.Model):
             models.Index(fields=["created_at"], name="qstash_job_created"),
             models.Index(fields=["user_id"], name="qstash_job_user"),
             models.Index(fields=["organization_id"], name="qstash_job_org"),
+        ]
+        # Constraints rather than unique=True: on PostgreSQL a unique CharField also gets a
+        # varchar_pattern_ops index for LIKE, which nothing here runs, and every insert and
+        # every status change (claim, outcome, mark) would maintain three of them for nothing.
+        constraints = [
+            models.UniqueConstraint(fields=["job_id"], name="qstash_job_id_unique"),
+            models.UniqueConstraint(fields=["message_id"], name="qstash_job_message_id_unique"),
+            models.UniqueConstraint(
+                fields=["idempotency_key"], name="qstash_job_idempotency_key_unique"
+            ),
         ]
 
     def __str__(self) -> str:
