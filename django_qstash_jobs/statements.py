@@ -8,6 +8,7 @@ support; elsewhere the claim falls back to the ORM.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -35,7 +36,7 @@ def claim(job_id: str, lease_seconds: int) -> JobExecution | None:
     now = timezone.now()
     lease_expires_at = now + timedelta(seconds=lease_seconds)
     connection = _connection()
-    if _supports_update_returning(connection):
+    if _supports_returning(connection):
         return _claim_returning(connection, job_id, now, lease_expires_at)
     claimed = (
         JobExecution.objects.filter(job_id=job_id)
@@ -53,7 +54,7 @@ def claim(job_id: str, lease_seconds: int) -> JobExecution | None:
     return JobExecution.objects.get(job_id=job_id) if claimed else None
 
 
-def _supports_update_returning(connection: BaseDatabaseWrapper) -> bool:
+def _supports_returning(connection: BaseDatabaseWrapper) -> bool:
     return connection.vendor == "postgresql" or (
         connection.vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35)
     )
@@ -216,24 +217,29 @@ def insert(execution: JobExecution) -> None:
     the signal for a recorded job.
     """
     connection = _connection()
-    quote = connection.ops.quote_name
-    fields = [
-        _field(field.name) for field in JobExecution._meta.concrete_fields if not field.primary_key
-    ]
+    sql, fields = _insert_statement(connection.alias)
     values = [
-        field.get_db_prep_save(field.pre_save(execution, True), connection)
-        for field, _column in fields
+        field.get_db_prep_save(field.pre_save(execution, True), connection) for field in fields
     ]
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {quote(JobExecution._meta.db_table)} "  # noqa: S608 - names are ours
-            f"({', '.join(quote(column) for _field_, column in fields)}) "
-            f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {quote(_field('id')[1])}",
-            values,
-        )
+        cursor.execute(sql, values)
         execution.pk = cursor.fetchone()[0]
     execution._state.adding = False
     execution._state.db = connection.alias
+
+
+@functools.cache
+def _insert_statement(alias: str) -> tuple[str, list[Field[Any, Any]]]:
+    """The INSERT of every column but the key, and its fields in order; built once per database."""
+    quote = connections[alias].ops.quote_name
+    fields = [_field(field.name) for field in JobExecution._meta.concrete_fields]
+    columns = [(field, column) for field, column in fields if not field.primary_key]
+    sql = (
+        f"INSERT INTO {quote(JobExecution._meta.db_table)} "  # noqa: S608 - names are ours
+        f"({', '.join(quote(column) for _field_, column in columns)}) "
+        f"VALUES ({', '.join(['%s'] * len(columns))}) RETURNING {quote(_field('id')[1])}"
+    )
+    return sql, [field for field, _column in columns]
 
 
 #: Rows per statement when many are marked at once: well under every backend's parameter cap.
