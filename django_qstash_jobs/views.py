@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 # Exempt from LoginRequiredMiddleware (Django 5.1+): QStash cannot log in.
 from django.contrib.auth.decorators import login_not_required
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
@@ -16,6 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.exceptions import SignatureError
 from django_qstash_jobs.execution import Delivery, Outcome, execute
+from django_qstash_jobs.models import JobExecution
 from django_qstash_jobs.signing import verify_signature
 
 logger = logging.getLogger("django_qstash_jobs.receiver")
@@ -31,14 +34,28 @@ _ANSWERS: dict[Outcome, int] = {
 }
 
 
-def _answer(outcome: Outcome) -> HttpResponse:
+def _answer(outcome: Outcome, job_id: str | None = None) -> HttpResponse:
     response = JsonResponse({"status": outcome.value}, status=_ANSWERS[outcome])
     if outcome is Outcome.REJECTED:
         response["Upstash-NonRetryable-Error"] = "true"
     elif outcome is Outcome.BUSY:
         # Another delivery is running the job; ask again once its lease could have run out.
-        response["Retry-After"] = str(get_config().lease_seconds)
+        response["Retry-After"] = str(_lease_left(job_id))
     return response
+
+
+def _lease_left(job_id: str | None) -> int:
+    """Whole seconds until the running job's lease runs out (at least 1), or a whole lease."""
+    expires = (
+        JobExecution.objects.filter(job_id=job_id)
+        .values_list("lease_expires_at", flat=True)
+        .first()
+        if job_id
+        else None
+    )
+    if expires is None:
+        return get_config().lease_seconds
+    return max(1, math.ceil((expires - timezone.now()).total_seconds()))
 
 
 @method_decorator(
@@ -74,7 +91,7 @@ class ReceiveView(View):
             # The traceback goes to the log only, even with DEBUG on.
             logger.exception("Executing delivery %s failed.", delivery.message_id)
             return JsonResponse({"status": "error"}, status=500)
-        return _answer(outcome)
+        return _answer(outcome, delivery.job_id)
 
 
 def _delivery(request: HttpRequest) -> Delivery | None:
