@@ -139,7 +139,12 @@ def test_the_readme_has_blocks_of_each_kind() -> None:
     assert SHELL
 
 
-def test_the_readme_is_valid_restructuredtext() -> None:
+@pytest.mark.parametrize(
+    "document",
+    [README, ROOT / "CHANGELOG.rst", ROOT / "docs" / "decisions.rst"],
+    ids=lambda path: path.name,
+)
+def test_the_documents_are_valid_restructuredtext(document: Path) -> None:
     core = pytest.importorskip("docutils.core")
     problems: list[str] = []
 
@@ -148,7 +153,7 @@ def test_the_readme_is_valid_restructuredtext() -> None:
             problems.append(text)
 
     core.publish_doctree(
-        README.read_text(),
+        document.read_text(),
         settings_overrides={"warning_stream": Collect(), "report_level": 2, "halt_level": 5},
     )
     assert not problems, "".join(problems)
