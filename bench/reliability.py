@@ -10,7 +10,8 @@ Each scenario prints what it sent, how many handler runs it saw, and how many jo
 2. a web worker killed with SIGKILL mid-job: the job is taken over when its lease runs out,
    and its side effect (idempotent by key) happens once;
 3. the QStash server killed and restarted mid-run: nothing lost;
-4. PostgreSQL restarted mid-run: each enqueue fails clearly or succeeds, nothing accepted lost;
+4. PostgreSQL crashed (immediate stop) and restarted mid-run: each enqueue fails clearly or
+   succeeds, nothing accepted lost;
 5. QStash unreachable at enqueue: EnqueueError, rows pending, all published by republish_jobs.
 The receiver's fuzz suite (random headers, bodies and tokens) is tests/test_receiver_fuzz.py.
 """
@@ -225,7 +226,7 @@ def qstash_restarted(workdir: Path, jobs: int) -> Counts:
 
 
 def postgres_restarted(workdir: Path, jobs: int) -> Counts:
-    """Restart PostgreSQL while jobs are enqueued and run; count what enqueue accepted."""
+    """Crash and restart PostgreSQL while jobs are enqueued and run; count what enqueue accepted."""
     from django.db import DatabaseError, connection
 
     from django_qstash_jobs import job_dispatcher
@@ -257,7 +258,7 @@ def postgres_restarted(workdir: Path, jobs: int) -> Counts:
     # A handler whose outcome could not be written runs again after its lease (at least once):
     # what must not repeat is its side effect, idempotent by key, as with a killed worker.
     counts = tally(
-        "PostgreSQL restarted mid-run",
+        "PostgreSQL crashed mid-run",
         accepted,
         f"{refused} enqueues refused",
         effect_label="effect",
@@ -290,9 +291,19 @@ def _reconnect() -> bool:
 
 
 def restart_postgres() -> None:
+    # An immediate stop is a crash: no checkpoint, recovery at start, and commits made without
+    # a flush (the claim and the published mark) may be lost; that must not lose a job either.
     versions = sorted(os.listdir("/etc/postgresql"))
     subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"],
+        [
+            "pg_ctlcluster",
+            "--skip-systemctl-redirect",
+            "--mode",
+            "immediate",
+            versions[-1],
+            "main",
+            "restart",
+        ],
         check=True,
         capture_output=True,
     )
