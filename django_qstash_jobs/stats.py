@@ -25,6 +25,9 @@ PERCENTILES: tuple[float, ...] = (0.5, 0.95)
 #: Time from the first start to the end of a job, computed in SQL.
 DURATION = F("finished_at") - F("started_at")
 
+#: Completed jobs with both a start and an end: the ones whose duration means something.
+TIMED = Q(status=JobStatus.COMPLETED, started_at__isnull=False, finished_at__isnull=False)
+
 
 class PercentileCont(Aggregate):
     """PostgreSQL's ``percentile_cont(fraction) WITHIN GROUP (ORDER BY expression)``."""
@@ -102,19 +105,18 @@ def type_stats(
 ) -> list[TypeStats]:
     """Per job type, for jobs created since ``since``: counts, failure rate and percentiles."""
     jobs = JobExecution.objects.using(using).filter(created_at__gte=since)
-    timed = Q(status=JobStatus.COMPLETED, started_at__isnull=False, finished_at__isnull=False)
     rows = (
         jobs.values("job_type")
         .annotate(
             total=Count("pk"),
             completed=Count("pk", filter=Q(status=JobStatus.COMPLETED)),
             failed=Count("pk", filter=Q(status=JobStatus.FAILED)),
-            timed=Count("pk", filter=timed),
+            timed=Count("pk", filter=TIMED),
         )
         .order_by("job_type")
     )
     stats = [TypeStats(**row) for row in rows]
-    completed = jobs.filter(timed)
+    completed = jobs.filter(TIMED)
     alias = using or router.db_for_read(JobExecution)
     if connections[alias].vendor == "postgresql":
         found = percentiles_in_sql(completed, percentiles)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, Max, Q
+from django.db.models import Avg, Count, DurationField, ExpressionWrapper, Max, Q
 from django.utils import timezone
 
 from django_qstash_jobs.context import JobContext
@@ -14,6 +14,7 @@ from django_qstash_jobs.jobs.charts import Bar, BarChart, Segment, bar_chart
 from django_qstash_jobs.jobs.schemas import GenerateReportPayload
 from django_qstash_jobs.models import JobExecution, JobStatus
 from django_qstash_jobs.reports import Report
+from django_qstash_jobs.stats import DURATION, TIMED
 
 COLUMNS = (
     "job_type",
@@ -87,8 +88,7 @@ def statistics(
         queryset = queryset.filter(organization_id=organization_id)
     if exclude_pk is not None:
         queryset = queryset.exclude(pk=exclude_pk)
-    duration = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
-    ran = Q(status=JobStatus.COMPLETED, started_at__isnull=False, finished_at__isnull=False)
+    duration = ExpressionWrapper(DURATION, output_field=DurationField())
     rows = (
         queryset.values("job_type")
         .annotate(
@@ -96,8 +96,8 @@ def statistics(
             completed=Count("pk", filter=Q(status=JobStatus.COMPLETED)),
             failed=Count("pk", filter=Q(status=JobStatus.FAILED)),
             cancelled=Count("pk", filter=Q(status=JobStatus.CANCELLED)),
-            average_duration=Avg(duration, filter=ran),
-            longest_duration=Max(duration, filter=ran),
+            average_duration=Avg(duration, filter=TIMED),
+            longest_duration=Max(duration, filter=TIMED),
         )
         .order_by("job_type")
     )
