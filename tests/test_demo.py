@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from django_qstash_jobs.jobs.schemas import EMAIL_TEMPLATES
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,15 +142,7 @@ def test_the_table_covers_the_usage_guide(demo: tuple[int, str, Path]) -> None:
         by_type.setdefault(row[2], []).append(row)
 
     emails = " ".join(row[5] for row in by_type["send_email"])
-    for template in (
-        "welcome",
-        "passwordReset",
-        "passwordChanged",
-        "emailChange",
-        "teamInvitation",
-        "subscriptionCreated",
-        "paymentFailed",
-    ):
+    for template in EMAIL_TEMPLATES:
         assert f"{template} to " in emails
     assert by_type["process_webhook"][0][0].startswith("GitHub")
     stripe_events = " ".join(row[0] for row in by_type["process_stripe_webhook"])
