@@ -32,15 +32,22 @@ def send_lifecycle(signal: Signal, execution: JobExecution, **kwargs: Any) -> No
     """Send a lifecycle signal; a failing receiver is logged and never fails the job."""
     from django_qstash_jobs.models import JobExecution
 
-    for receiver, response in signal.send_robust(
-        sender=JobExecution, execution=execution, **kwargs
-    ):
+    about = ("job lifecycle", "job", execution.job_id)
+    send_logging_failures(signal, JobExecution, about, execution=execution, **kwargs)
+
+
+def send_logging_failures(
+    signal: Signal, sender: Any, about: tuple[str, str, str], **kwargs: Any
+) -> None:
+    """``send_robust``, logging each receiver that raised: a receiver never fails the caller.
+
+    ``about`` names the signal's kind, and what it was sent for, for the log line
+    ("Receiver ... of a <kind> signal raised for <noun> <id>.").
+    """
+    for receiver, response in signal.send_robust(sender=sender, **kwargs):
         if isinstance(response, Exception):
             logger.error(
-                "Receiver %r of a job lifecycle signal raised for job %s.",
-                receiver,
-                execution.job_id,
-                exc_info=response,
+                "Receiver %r of a %s signal raised for %s %s.", receiver, *about, exc_info=response
             )
 
 

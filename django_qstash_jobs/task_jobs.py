@@ -11,7 +11,6 @@ Django 5.2, the ``django-tasks`` backport; the app's ``ready()`` imports it only
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import traceback
@@ -98,8 +97,6 @@ __all__ = [
     "task_enqueued",
     "task_result",
 ]
-
-logger = logging.getLogger("django_qstash_jobs")
 
 #: The job type of every task enqueued through ``QStashBackend``.
 DJANGO_TASK = "django_task"
@@ -288,16 +285,9 @@ def worker_id() -> str:
 
 def send_task_signal(signal: Signal, task: Task, result: TaskResult) -> None:
     """Send one of Django's task signals as its backends do; a failing receiver is logged only."""
-    for receiver, response in signal.send_robust(
-        sender=type(task.get_backend()), task_result=result
-    ):
-        if isinstance(response, Exception):
-            logger.error(
-                "Receiver %r of a task signal raised for task %s.",
-                receiver,
-                result.id,
-                exc_info=response,
-            )
+    signals.send_logging_failures(
+        signal, type(task.get_backend()), ("task", "task", result.id), task_result=result
+    )
 
 
 @register_job(DJANGO_TASK, schema=TaskPayload)

@@ -273,7 +273,9 @@ def test_a_running_job_past_its_lease_is_taken_over(deliver: Deliver) -> None:
     assert execution.attempts == 2
 
 
-def test_a_failing_signal_receiver_does_not_fail_the_job(deliver: Deliver) -> None:
+def test_a_failing_signal_receiver_does_not_fail_the_job(
+    deliver: Deliver, caplog: pytest.LogCaptureFixture
+) -> None:
     def broken(**kwargs: object) -> None:
         raise RuntimeError("receiver bug")
 
@@ -285,6 +287,9 @@ def test_a_failing_signal_receiver_does_not_fail_the_job(deliver: Deliver) -> No
         job_succeeded.disconnect(broken)
     execution.refresh_from_db()
     assert execution.status == JobStatus.COMPLETED
+    (logged,) = [r for r in caplog.records if "of a job lifecycle signal raised" in r.getMessage()]
+    assert logged.getMessage().endswith(f"for job {execution.job_id}.")
+    assert logged.exc_info and "receiver bug" in str(logged.exc_info[1])
 
 
 def test_two_concurrent_deliveries_of_one_message_run_the_handler_once() -> None:

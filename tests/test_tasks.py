@@ -563,7 +563,9 @@ def test_a_refused_path_sends_no_task_signal(task_signals: list[tuple[str, type,
     assert task_signals == []
 
 
-def test_a_failing_signal_receiver_does_not_fail_the_task(tasks: ModuleType) -> None:
+def test_a_failing_signal_receiver_does_not_fail_the_task(
+    tasks: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
     def broken(**kwargs: Any) -> None:
         raise RuntimeError("receiver bug")
 
@@ -576,6 +578,10 @@ def test_a_failing_signal_receiver_does_not_fail_the_task(tasks: ModuleType) -> 
             signal.disconnect(broken)
     result.refresh()
     assert result.status == SUCCESSFUL
+    logged = [r for r in caplog.records if "of a task signal raised" in r.getMessage()]
+    assert len(logged) == 3
+    assert all(f"for task {result.id}." in record.getMessage() for record in logged)
+    assert all(record.exc_info and "receiver bug" in str(record.exc_info[1]) for record in logged)
 
 
 # Checks and setup
