@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -13,6 +12,7 @@ from django_qstash_jobs import JOB_TYPES, get_job_execution_by_job_id, job_dispa
 from django_qstash_jobs.exceptions import EnqueueError, JobValidationError, UnknownJobTypeError
 from django_qstash_jobs.models import JobExecution, JobStatus
 from django_qstash_jobs.signals import job_enqueued
+from tests.concurrency import at_once
 from tests.testapp.models import SideEffect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -149,28 +149,10 @@ def test_idempotency_key_returns_the_first_job_and_publishes_nothing_more() -> N
 
 
 def test_idempotency_under_eight_concurrent_enqueues() -> None:
-    barrier = threading.Barrier(8)
-    results: list[str] = []
-    errors: list[BaseException] = []
+    results = at_once(
+        lambda: job_dispatcher.enqueue("echo", {"message": "x"}, {"idempotency_key": "same"}), 8
+    )
 
-    def enqueue() -> None:
-        try:
-            barrier.wait()
-            results.append(
-                job_dispatcher.enqueue("echo", {"message": "x"}, {"idempotency_key": "same"})
-            )
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=enqueue) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert errors == []
     assert len(results) == 8 and len(set(results)) == 1
     assert JobExecution.objects.count() == 1
     # The immediate transport runs a job once per publish: one run means one publish.

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connection
 from django.test import Client, override_settings
 from django.utils import timezone
 
 from django_qstash_jobs.models import JobExecution, JobStatus
 from django_qstash_jobs.signals import job_failed, job_retrying, job_started, job_succeeded
+from tests.concurrency import at_once
 from tests.signing_helpers import CURRENT_KEY, NEXT_KEY, qstash_token, unsigned_token
 from tests.testapp.models import SideEffect
 
@@ -295,29 +294,20 @@ def test_a_failing_signal_receiver_does_not_fail_the_job(
 def test_two_concurrent_deliveries_of_one_message_run_the_handler_once() -> None:
     execution = queued("sleep", {"seconds": 0.5})
     raw = body_of(execution)
-    barrier = threading.Barrier(2)
-    statuses: list[int] = []
+    tokens = [qstash_token(raw), qstash_token(raw)]
 
-    def deliver_once() -> None:
-        client = Client()
-        token = qstash_token(raw)
-        barrier.wait()
-        response = client.post(
+    def deliver_once() -> int:
+        response = Client().post(
             "/jobs/receive/",
             raw,
             content_type="application/json",
-            HTTP_UPSTASH_SIGNATURE=token,
+            HTTP_UPSTASH_SIGNATURE=tokens.pop(),
             HTTP_UPSTASH_MESSAGE_ID="msg_test",
             HTTP_UPSTASH_RETRIED="0",
         )
-        statuses.append(response.status_code)
-        connection.close()
+        return response.status_code
 
-    threads = [threading.Thread(target=deliver_once) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    statuses = at_once(deliver_once, 2)
 
     assert sorted(statuses) == [200, 503]
     assert SideEffect.objects.filter(job_id=execution.job_id).count() == 1

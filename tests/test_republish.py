@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import socket
-import threading
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
@@ -17,6 +16,7 @@ from django_qstash_jobs import job_dispatcher
 from django_qstash_jobs.exceptions import EnqueueError
 from django_qstash_jobs.models import JobExecution, JobStatus
 from django_qstash_jobs.outbox import republish_pending
+from tests.concurrency import at_once
 from tests.testapp.models import SideEffect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -100,19 +100,7 @@ def test_two_republish_runs_at_once_publish_each_row_once() -> None:
     ]
     for execution in executions:
         age(execution.job_id)
-    barrier = threading.Barrier(2)
-    reports: list[Any] = []
-
-    def run() -> None:
-        barrier.wait()
-        reports.append(republish_pending(batch_size=5))
-        connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    reports = at_once(lambda: republish_pending(batch_size=5), 2)
 
     assert sum(report.published for report in reports) == 40
     assert SideEffect.objects.count() == 40

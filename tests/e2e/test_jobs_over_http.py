@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 from qstash import QStash
@@ -18,6 +16,7 @@ from qstash import QStash
 from django_qstash_jobs import job_dispatcher
 from django_qstash_jobs.exceptions import EnqueueError
 from django_qstash_jobs.models import JobExecution, JobSchedule, JobStatus
+from tests.concurrency import at_once
 from tests.e2e.conftest import TOKEN, DevServerProcess, qstash_settings, wait_for, wait_until
 from tests.testapp.models import SideEffect
 
@@ -86,23 +85,11 @@ def test_enqueue_many_goes_out_in_one_batch(through_qstash: DevServerProcess) ->
 def test_concurrent_enqueues_with_one_idempotency_key_deliver_once(
     through_qstash: DevServerProcess, live_server: Any
 ) -> None:
-    barrier = threading.Barrier(8)
-    results: list[str] = []
-    settings = qstash_settings(through_qstash.url, live_server.url)
-
-    def enqueue() -> None:
-        with override_settings(QSTASH_JOBS=settings):
-            barrier.wait()
-            results.append(
-                job_dispatcher.enqueue("echo", {"message": "x"}, {"idempotency_key": "once"})
-            )
-        connection.close()
-
-    threads = [threading.Thread(target=enqueue) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with override_settings(QSTASH_JOBS=qstash_settings(through_qstash.url, live_server.url)):
+        results = at_once(
+            lambda: job_dispatcher.enqueue("echo", {"message": "x"}, {"idempotency_key": "once"}),
+            8,
+        )
 
     assert len(set(results)) == 1
     wait_for(results[0], JobStatus.COMPLETED)
