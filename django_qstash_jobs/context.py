@@ -35,16 +35,20 @@ class JobContext:
         """Record progress (0-100) on the row, for the admin and the status API.
 
         It also renews the job's lease, so a long job that reports progress is not taken over.
+        A delivery whose lease already ran out, and whose job another delivery took over,
+        changes nothing: the row belongs to the new holder.
         """
-        from django_qstash_jobs.models import JobExecution
+        from django_qstash_jobs import statements
 
         percent = max(0, min(100, int(percent)))
+        message = message[:255]
         now = timezone.now()
-        JobExecution.objects.filter(pk=self.execution.pk).update(
+        statements.update_if_claimed(
+            self.execution,
             progress=percent,
-            progress_message=message[:255],
+            progress_message=message,
             lease_expires_at=now + timedelta(seconds=self.lease_seconds),
             updated_at=now,
         )
         self.execution.progress = percent
-        self.execution.progress_message = message[:255]
+        self.execution.progress_message = message

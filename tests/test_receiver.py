@@ -12,6 +12,8 @@ import pytest
 from django.test import Client, override_settings
 from django.utils import timezone
 
+from django_qstash_jobs import statements
+from django_qstash_jobs.context import JobContext
 from django_qstash_jobs.models import JobExecution, JobStatus
 from django_qstash_jobs.signals import job_failed, job_retrying, job_started, job_succeeded
 from tests.concurrency import at_once
@@ -270,6 +272,34 @@ def test_a_running_job_past_its_lease_is_taken_over(deliver: Deliver) -> None:
     execution.refresh_from_db()
     assert execution.status == JobStatus.COMPLETED
     assert execution.attempts == 2
+
+
+def test_progress_from_a_delivery_that_lost_its_job_changes_nothing() -> None:
+    execution = queued()
+    stale = statements.claim(execution.job_id, lease_seconds=60)
+    assert stale is not None
+    JobExecution.objects.filter(pk=execution.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    holder = statements.claim(execution.job_id, lease_seconds=60)  # the take-over
+    assert holder is not None
+
+    def context(claimed: JobExecution, lease_seconds: int) -> JobContext:
+        return JobContext(
+            job_id=claimed.job_id, job_type=claimed.job_type, attempt=claimed.attempts,
+            max_retries=claimed.max_retries, metadata={}, execution=claimed,
+            lease_seconds=lease_seconds,
+        )  # fmt: skip
+
+    context(stale, lease_seconds=3600).set_progress(90, "stale")
+    execution.refresh_from_db()
+    assert (execution.progress, execution.progress_message) == (0, "")
+    assert execution.lease_expires_at < timezone.now() + timedelta(seconds=120)
+
+    context(holder, lease_seconds=600).set_progress(40, "mine")
+    execution.refresh_from_db()
+    assert (execution.progress, execution.progress_message) == (40, "mine")
+    assert execution.lease_expires_at > timezone.now() + timedelta(seconds=500)
 
 
 def test_a_failing_signal_receiver_does_not_fail_the_job(
