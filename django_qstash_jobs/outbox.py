@@ -124,15 +124,17 @@ def republish_pending(
     """Publish rows left ``pending`` for longer than ``older_than``.
 
     Safe to run several times at once: each row is claimed by a conditional UPDATE before it is
-    published, so only one run publishes it. A claim older than the publish timeout plus a minute
-    (a run that died) may be taken again.
+    published, so only one run publishes it. A claim older than three publish timeouts (the
+    transport's attempts) plus a minute, left by a run that died, may be taken again.
     """
     config = get_config()
     if older_than is None:
         older_than = timedelta(seconds=config.republish_grace_seconds)
     report = RepublishReport()
     stale_claim = timedelta(seconds=config.publish_timeout * 3 + 60)
-    seen: set[int] = set()
+    # Rows another run claimed first: still pending, they would be selected again. Rows this
+    # run published left ``pending`` and need no exclusion, so this stays small.
+    skipped: set[int] = set()
     while limit is None or report.published + report.failed < limit:
         now = timezone.now()
         unclaimed = Q(publish_claimed_at__isnull=True) | Q(publish_claimed_at__lt=now - stale_claim)
@@ -144,16 +146,16 @@ def republish_pending(
             if limit is None
             else min(batch_size, limit - report.published - report.failed)
         )
-        candidates = list(waiting.exclude(pk__in=seen).order_by("created_at", "pk")[:size])
+        candidates = list(waiting.exclude(pk__in=skipped).order_by("created_at", "pk")[:size])
         if not candidates:
             break
         claimed = []
         for execution in candidates:
-            seen.add(execution.pk)
             if waiting.filter(pk=execution.pk).update(publish_claimed_at=now):
                 execution.publish_claimed_at = now
                 claimed.append(execution)
             else:
+                skipped.add(execution.pk)
                 report.skipped += 1
         try:
             publish(claimed)
