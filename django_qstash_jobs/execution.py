@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from pydantic import BaseModel
 
@@ -196,17 +196,19 @@ def _job_id_for_schedule_firing(delivery: Delivery) -> str | None:
     except UnknownJobTypeError:
         retries = None  # Recorded anyway; the claim below fails it visibly.
     try:
-        execution = JobExecution.objects.create(
-            job_type=schedule.job_type,
-            status=JobStatus.QUEUED,
-            payload=schedule.payload,
-            user_id=schedule.user_id,
-            organization_id=schedule.organization_id,
-            metadata=_schedule_metadata(schedule),
-            message_id=delivery.message_id,
-            schedule=schedule,
-            max_retries=get_config().default_retries if retries is None else retries,
-        )
+        # A savepoint, so that losing the race inside a caller's transaction leaves it usable.
+        with transaction.atomic():
+            execution = JobExecution.objects.create(
+                job_type=schedule.job_type,
+                status=JobStatus.QUEUED,
+                payload=schedule.payload,
+                user_id=schedule.user_id,
+                organization_id=schedule.organization_id,
+                metadata=_schedule_metadata(schedule),
+                message_id=delivery.message_id,
+                schedule=schedule,
+                max_retries=get_config().default_retries if retries is None else retries,
+            )
     except IntegrityError:
         # A concurrent delivery of the same firing created it first.
         return (

@@ -11,17 +11,21 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection, transaction
+from django.db.models.signals import pre_save
 from django.test import Client, override_settings
 
 from django_qstash_jobs import job_dispatcher
 from django_qstash_jobs.checks import check_schedules
 from django_qstash_jobs.exceptions import JobValidationError, ScheduleError, UnknownJobTypeError
+from django_qstash_jobs.execution import Delivery, Outcome, execute
 from django_qstash_jobs.models import JobExecution, JobSchedule, JobStatus, ScheduleSource
 from django_qstash_jobs.registry import register_job, registry
 from django_qstash_jobs.schedules import SCHEDULE_ID_PREFIX, schedule_id_for
 from django_qstash_jobs.transports import get_transport
 from django_qstash_jobs.transports.base import OutgoingSchedule, RemoteSchedule
 from django_qstash_jobs.transports.immediate import ImmediateTransport, clear_schedules
+from tests.concurrency import at_once
 from tests.testapp.models import SideEffect
 
 pytestmark = pytest.mark.django_db
@@ -259,6 +263,36 @@ def test_a_redelivered_firing_is_the_same_job() -> None:
     execution = JobExecution.objects.get()
     assert execution.attempts == 1  # the second delivery found it finished and did not run it
     assert SideEffect.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="a failed statement aborts the transaction around it on PostgreSQL only",
+)
+def test_a_firing_recorded_meanwhile_by_a_concurrent_delivery_is_the_same_job() -> None:
+    # The other delivery's row is committed between our lookup and our insert. Inside a
+    # transaction (the immediate transport can run there), our failed insert must not poison it.
+    schedule_id = job_dispatcher.schedule("echo", "0 2 * * *", {"message": "tick"}, name="n")
+    schedule = JobSchedule.objects.get()
+
+    def concurrent_delivery(sender: Any, instance: JobExecution, **kwargs: Any) -> None:
+        if instance._state.adding and instance.message_id == "msg_raced":
+            row = JobExecution(job_type="echo", status=JobStatus.COMPLETED, message_id="msg_raced",
+                               schedule=schedule)  # fmt: skip
+            at_once(lambda: JobExecution.objects.bulk_create([row]), 1)  # its own connection
+
+    pre_save.connect(concurrent_delivery, sender=JobExecution)
+    try:
+        with transaction.atomic():
+            outcome = execute(
+                Delivery(job_id=None, message_id="msg_raced", schedule_id=schedule_id)
+            )
+            assert JobExecution.objects.filter(message_id="msg_raced").count() == 1
+    finally:
+        pre_save.disconnect(concurrent_delivery, sender=JobExecution)
+
+    assert outcome is Outcome.ACKNOWLEDGED
 
 
 def test_a_retried_firing_over_http_runs_the_same_row_again(deliver: Callable[..., Any]) -> None:
