@@ -586,8 +586,12 @@ def test_sync_stops_at_the_first_refusal_and_says_where(monkeypatch: pytest.Monk
         raise ScheduleError("QStash refused (test)")
 
     monkeypatch.setattr(ImmediateTransport, "upsert_schedule", refuse)
+    out = StringIO()
     with declaring(NIGHTLY), pytest.raises(CommandError, match="Stopped at create nightly-echo"):
-        sync()
+        call_command("sync_schedules", stdout=out)
+    # It stopped before doing anything: it says so, not that there was nothing to sync.
+    assert "0 created, 0 updated, 0 deleted" in out.getvalue()
+    assert "No schedules" not in out.getvalue()
     # The row is saved; the next sync, with QStash back, pushes it.
     monkeypatch.undo()
     with declaring(NIGHTLY):
@@ -635,7 +639,7 @@ def test_a_missing_receiver_url_is_a_schedule_error_on_the_qstash_transport() ->
 
 
 def test_sync_with_nothing_to_do_says_so() -> None:
-    assert "No schedules declared, saved or on QStash" in sync()
+    assert sync().strip() == "No schedules declared, saved or on QStash for this site."
 
 
 # -- the admin ------------------------------------------------------------------------------

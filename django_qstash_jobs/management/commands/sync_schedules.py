@@ -8,16 +8,27 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_qstash_jobs.exceptions import ScheduleError
-from django_qstash_jobs.schedules import UNCHANGED, SyncAction, apply_action, plan_sync
+from django_qstash_jobs.schedules import (
+    CREATE,
+    DELETE,
+    PAUSE,
+    RESUME,
+    UNCHANGED,
+    UPDATE,
+    SyncAction,
+    SyncPlan,
+    apply_action,
+    plan_sync,
+)
 
 _COLUMNS = ("ACTION", "NAME", "SCHEDULE ID", "CRON", "DETAILS")
 _VERBS = (
-    ("create", "created", "to create"),
-    ("update", "updated", "to update"),
-    ("delete", "deleted", "to delete"),
-    ("pause", "paused", "to pause"),
-    ("resume", "resumed", "to resume"),
-    ("unchanged", "unchanged", "unchanged"),
+    (CREATE, "created", "to create"),
+    (UPDATE, "updated", "to update"),
+    (DELETE, "deleted", "to delete"),
+    (PAUSE, "paused", "to pause"),
+    (RESUME, "resumed", "to resume"),
+    (UNCHANGED, "unchanged", "unchanged"),
 )
 
 
@@ -51,19 +62,20 @@ class Command(BaseCommand):
                 try:
                     apply_action(action)
                 except ScheduleError as exc:
-                    self.stdout.write(self._summary(done, plan.foreign, dry_run=False))
+                    self.stdout.write(self._summary(plan, done, dry_run=False))
                     raise CommandError(
                         f"Stopped at {action.action} {action.name or action.schedule_id}: {exc} "
                         "Run sync_schedules again once QStash can be reached."
                     ) from exc
             done.append(action)
             self.stdout.write(_line(_row(action), widths))
-        self.stdout.write(self._summary(done, plan.foreign, dry_run=dry_run))
+        self.stdout.write(self._summary(plan, done, dry_run=dry_run))
 
-    def _summary(self, actions: list[SyncAction], foreign: int, *, dry_run: bool) -> str:
+    def _summary(self, plan: SyncPlan, actions: list[SyncAction], *, dry_run: bool) -> str:
+        """What was done (or would be), out of ``plan``; ``actions`` may stop short of it."""
         counts = Counter(action.action for action in actions)
-        if not actions:
-            text = "No schedules declared, saved or on QStash for this site."
+        if not plan.actions:
+            text = "No schedules declared, saved or on QStash for this site"
         elif dry_run:
             text = "Dry run, nothing changed: " + ", ".join(
                 f"{counts[action]} {future}" for action, _past, future in _VERBS
@@ -74,7 +86,7 @@ class Command(BaseCommand):
         if actions and counts[UNCHANGED] == len(actions):
             text += " (no changes)"
         text += "."
-        if foreign:
+        if foreign := plan.foreign:
             text += (
                 f" {foreign} QStash schedule{'s' if foreign != 1 else ''} of other sites or "
                 "tools left alone."
