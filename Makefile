@@ -10,6 +10,9 @@ PYTEST_ARGS ?=
 export PGHOST ?= 127.0.0.1
 export PGPORT ?= 5432
 export PGUSER ?= postgres
+# Used only where TCP authentication asks for a password: scripts/ensure-postgres then gives
+# the role this one.
+export PGPASSWORD ?= postgres
 
 .PHONY: help venv system-packages test test-sqlite test-postgres test-compat lint ci demo bench reliability reliability-short clean
 
@@ -19,11 +22,12 @@ help:
 	@echo "make lint   ruff, mypy and the migrations check"
 	@echo "make bench  benchmarks: ratios against baselines measured in the same run"
 	@echo "make reliability  faults injected into real runs; every job counted"
-	@echo "make ci     lint, test and test-compat (Django 5.2 on the oldest Python), as CI runs them"
+	@echo "make ci     lint, test, test-compat (Django 5.2 on the oldest Python) and the short"
+	@echo "            reliability run, as CI runs them"
 
 # The virtualenv is rebuilt when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	scripts/make-venv $(PYTHON) $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test,lint]"
 	@touch $@
@@ -43,7 +47,7 @@ test-postgres: venv
 	TEST_DB=postgres $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 $(COMPAT_VENV)/.installed: pyproject.toml
-	@test -x $(COMPAT_VENV)/bin/python || $(COMPAT_PYTHON) -m venv $(COMPAT_VENV)
+	scripts/make-venv $(COMPAT_PYTHON) $(COMPAT_VENV)
 	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(COMPAT_VENV)/bin/python -m pip install --quiet -e ".[test]" "Django>=5.2,<5.3" django-tasks
 	@touch $@
@@ -69,7 +73,7 @@ demo: venv
 # The benchmarks compare against django-qstash, installed in this environment only.
 BENCH_VENV ?= .venv-bench
 $(BENCH_VENV)/.installed: pyproject.toml
-	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	scripts/make-venv $(PYTHON) $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install --quiet -e ".[test]" django-qstash
 	@touch $@
@@ -78,8 +82,9 @@ bench: $(BENCH_VENV)/.installed
 	scripts/ensure-postgres
 	$(BENCH_VENV)/bin/python bench/all.py --db postgres
 
-# Faults injected into real runs (gunicorn, PostgreSQL, the local QStash server): it restarts
-# the local PostgreSQL cluster once; pass RELIABILITY_ARGS=--skip-postgres-restart to avoid that.
+# Faults injected into real runs (gunicorn, PostgreSQL, the local QStash server): as root it
+# crashes and restarts the local PostgreSQL cluster once; RELIABILITY_ARGS=--skip-postgres-restart
+# avoids that.
 reliability: venv
 	scripts/ensure-postgres
 	$(BIN)/python bench/reliability.py $(RELIABILITY_ARGS)
