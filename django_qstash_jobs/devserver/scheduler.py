@@ -120,7 +120,7 @@ class Scheduler:
 
     def _run(self) -> None:
         while True:
-            due: list[str] = []
+            due: list[tuple[str, int]] = []
             with self._cond:
                 if self._stopped:
                     return
@@ -128,7 +128,7 @@ class Scheduler:
                 while self._heap and self._heap[0][0] <= now:
                     _, schedule_id, version = heapq.heappop(self._heap)
                     if self._versions.get(schedule_id) == version:
-                        due.append(schedule_id)
+                        due.append((schedule_id, version))
                 if not due:
                     wake = self._next_housekeeping
                     if self._heap:
@@ -136,11 +136,11 @@ class Scheduler:
                     if wake > now:
                         self._cond.wait((wake - now) / 1000 + 0.001)
                         continue
-            for schedule_id in due:
-                self._fire_timed(schedule_id)
+            for schedule_id, version in due:
+                self._fire_timed(schedule_id, version)
             self._housekeeping()
 
-    def _fire_timed(self, schedule_id: str) -> None:
+    def _fire_timed(self, schedule_id: str, version: int) -> None:
         try:
             self.fire(schedule_id, manual=False)
         except ApiError:
@@ -149,10 +149,18 @@ class Scheduler:
             log.exception("schedule %s failed to fire", schedule_id)
         with self.engine.db.read() as conn:
             schedule = get_schedule(conn, schedule_id)
+        if schedule is None:
+            return
+        now = now_ms()
+        next_ms = schedule.next_ms
+        if next_ms is None or next_ms <= now:
+            # The firing failed and rolled back its own next time: go on from the cron, or it
+            # would fire again at once, in a loop.
+            next_ms = parse_cron(schedule.cron).next_after_ms(now)
         with self._cond:
-            version = self._versions.get(schedule_id)
-            if schedule is not None and schedule.next_ms is not None and version is not None:
-                heapq.heappush(self._heap, (schedule.next_ms, schedule_id, version))
+            # A change while it fired (an upsert, a pause) queued the next firing itself.
+            if self._versions.get(schedule_id) == version:
+                heapq.heappush(self._heap, (next_ms, schedule_id, version))
 
     def _housekeeping(self) -> None:
         now = now_ms()

@@ -154,3 +154,55 @@ def test_a_due_schedule_fires_by_itself_and_skips_while_paused(
     assert schedule.next_schedule_time is not None
     assert schedule.next_schedule_time > now_ms and schedule.next_schedule_time % 60_000 == 0
     assert schedule.last_schedule_time is not None
+
+
+def _queued_firings(server: DevServer, schedule_id: str) -> list[int]:
+    """When the cron thread will fire the schedule next (entries still current)."""
+    scheduler = server.scheduler
+    with scheduler._cond:
+        version = scheduler._versions.get(schedule_id)
+        return [at for at, sid, v in scheduler._heap if sid == schedule_id and v == version]
+
+
+def test_a_schedule_changed_while_it_fires_stays_queued_once(
+    server: DevServer, qstash: QStash, destination: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schedule_id = qstash.schedule.create_json(
+        destination=destination.url("/cron"), cron="* * * * *", body={}
+    )
+    scheduler = server.scheduler
+    fire = scheduler.fire
+
+    def fire_then_upserted(sid: str, manual: bool) -> list[str]:
+        ids = fire(sid, manual)
+        scheduler.refresh(sid)  # the same schedule posted again while this firing finishes
+        return ids
+
+    monkeypatch.setattr(scheduler, "fire", fire_then_upserted)
+    scheduler.refresh(schedule_id, at_ms=int(time.time() * 1000))
+    destination.wait_for(1, "/cron")
+    wait_until(lambda: _queued_firings(server, schedule_id))
+    time.sleep(0.2)  # the firing thread has finished by now
+    assert len(_queued_firings(server, schedule_id)) == 1
+
+
+def test_a_firing_that_fails_unexpectedly_waits_for_the_next_cron_time(
+    server: DevServer, qstash: QStash, destination: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schedule_id = qstash.schedule.create_json(
+        destination=destination.url("/cron"), cron="* * * * *", body={}
+    )
+    calls: list[str] = []
+
+    def broken(sid: str, manual: bool) -> list[str]:
+        calls.append(sid)
+        raise RuntimeError("a bug in the firing")
+
+    monkeypatch.setattr(server.scheduler, "fire", broken)
+    now = int(time.time() * 1000)
+    server.scheduler.refresh(schedule_id, at_ms=now)
+    wait_until(lambda: calls)
+    time.sleep(0.3)
+    assert calls == [schedule_id]  # not fired again and again in a loop
+    (next_at,) = _queued_firings(server, schedule_id)
+    assert next_at > now and next_at % 60_000 == 0
