@@ -82,7 +82,8 @@ def register(router: Router, ctx: Context) -> None:
             old = get_queue(conn, name)
             created = old.created_ms if old else now
             put_queue(conn, QueueRecord(name, parallelism, paused, created, now))
-        dispatcher.configure_queue(name, parallelism, paused)
+            # Under the database lock, so that two changes reach the gate in the order stored.
+            dispatcher.configure_queue(name, parallelism, paused)
         return Response(200)
 
     def queue_list(request: Request, args: dict[str, str]) -> Response:
@@ -115,7 +116,7 @@ def register(router: Router, ctx: Context) -> None:
             queue.paused = args["action"] == "pause"
             queue.updated_ms = now_ms()
             put_queue(conn, queue)
-        dispatcher.configure_queue(name, queue.parallelism, queue.paused)
+            dispatcher.configure_queue(name, queue.parallelism, queue.paused)
         return Response(200)
 
     # -- URL groups -----------------------------------------------------------------------

@@ -60,7 +60,6 @@ class Published:
 
     response: Any
     records: list[MessageRecord]
-    queue: QueueRecord | None = None
     deduplicated: bool = False
 
 
@@ -154,11 +153,12 @@ class Engine:
         self.dispatcher.add(job, rec.options.flow_control)
 
     def commit(self, published: list[Published]) -> None:
-        """Make freshly stored messages deliverable (after their transaction committed)."""
+        """Make freshly stored messages deliverable (after their transaction committed).
+
+        A queue's gate is not configured here: a new queue's defaults are the dispatcher's, and
+        re-applying settings read before the commit could undo a pause made since.
+        """
         for item in published:
-            if item.queue is not None:
-                queue = item.queue
-                self.dispatcher.configure_queue(queue.name, queue.parallelism, queue.paused)
             for rec in item.records:
                 self.track(rec)
 
@@ -198,7 +198,8 @@ class Engine:
             existing = get_dedup(conn, key, now)
             if existing is not None:
                 return Published(_mark_deduplicated(existing), [], deduplicated=True)
-        queue_rec = self._ensure_queue(conn, queue, now) if queue is not None else None
+        if queue is not None:
+            self._ensure_queue(conn, queue, now)
         not_before_ms, due_ms = self.first_due(opts, now)
         records = []
         for url, topic, endpoint in targets:
@@ -226,7 +227,7 @@ class Engine:
             response = [{"messageId": rec.id, "url": rec.url} for rec in records]
         if key is not None:
             put_dedup(conn, key, response, now + DEDUP_WINDOW_MS)
-        return Published(response, records, queue_rec)
+        return Published(response, records)
 
     def first_due(self, opts: PublishOptions, now: int) -> tuple[int, int]:
         """Return (reported not-before, actual due time): waits scale, reported times don't."""
@@ -263,14 +264,12 @@ class Engine:
         digest.update(body)
         return "content:" + digest.hexdigest()
 
-    def _ensure_queue(self, conn: sqlite3.Connection, name: str, now: int) -> QueueRecord:
-        queue = get_queue(conn, name)
-        if queue is None:
-            queue = QueueRecord(
-                name=name, parallelism=1, paused=False, created_ms=now, updated_ms=now
+    def _ensure_queue(self, conn: sqlite3.Connection, name: str, now: int) -> None:
+        if get_queue(conn, name) is None:
+            put_queue(
+                conn,
+                QueueRecord(name=name, parallelism=1, paused=False, created_ms=now, updated_ms=now),
             )
-            put_queue(conn, queue)
-        return queue
 
     # -- cancelling -----------------------------------------------------------------------
 

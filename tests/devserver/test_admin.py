@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -41,6 +42,31 @@ def test_queue_crud_pause_and_resume(
         client.queue.get("q2")
     with pytest.raises(QStashError, match="400"):
         client.queue.upsert("bad name!")
+
+
+def test_a_pause_made_while_a_message_is_enqueued_holds(
+    make_server: Callable[..., DevServer],
+    destination: Destination,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = make_server()
+    client = QStash(server.token, base_url=server.url, retry=False)
+    client.queue.upsert("q1")
+    engine_commit = server.engine.commit
+
+    def paused_meanwhile(published: list[Any]) -> None:
+        # The pause lands after the publish's transaction, before its messages are handed on.
+        client.queue.pause("q1")
+        engine_commit(published)
+
+    monkeypatch.setattr(server.engine, "commit", paused_meanwhile)
+    client.message.enqueue_json(queue="q1", url=destination.url("/held"), body={})
+    time.sleep(0.2)
+    assert destination.received("/held") == []
+    assert client.queue.get("q1").paused is True
+    monkeypatch.undo()
+    client.queue.resume("q1")
+    destination.wait_for(1, "/held")
 
 
 def test_url_groups(qstash: QStash, destination: Destination) -> None:
