@@ -9,7 +9,8 @@ from urllib.parse import unquote
 from .errors import bad_request, not_found
 from .options import check_url
 
-NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+_NAME_MAX = 200
+NAME = re.compile(rf"^[A-Za-z0-9._-]{{1,{_NAME_MAX}}}$")
 _ONE_SLASH = re.compile(r"^(https?):/(?!/)", re.IGNORECASE)
 _SCHEME_ERROR = "invalid destination url: endpoint has invalid scheme, add http:// or https://"
 
@@ -73,6 +74,12 @@ def unknown_group_error(name: str) -> Exception:
 
 def check_name(kind: str, name: str) -> str:
     """Validate a queue, URL group or schedule id; raise a 400 otherwise."""
+    if not name:
+        raise bad_request(f"{kind} is required")
+    if len(name) > _NAME_MAX:
+        raise bad_request(f"invalid {kind}: {len(name)} characters, at most {_NAME_MAX} allowed")
     if not NAME.match(name):
-        raise bad_request(f"invalid {kind}: only alphanumerics, '-', '_' and '.' are allowed")
+        raise bad_request(
+            f"invalid {kind} {name!r}: only alphanumerics, '-', '_' and '.' are allowed"
+        )
     return name

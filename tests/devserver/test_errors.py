@@ -119,3 +119,19 @@ def test_garbage_on_the_socket_does_not_hurt(server: DevServer, qstash: QStash) 
             sock.sendall(garbage)
             assert sock.recv(4096).startswith(b"HTTP/1.")
     _still_alive(qstash)
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({}, "queue name is required"),
+        ({"queueName": "q" * 201}, "invalid queue name: 201 characters, at most 200 allowed"),
+        ({"queueName": "bad name!"}, "invalid queue name 'bad name!': only alphanumerics"),
+    ],
+)
+def test_a_bad_queue_name_is_named_in_the_error(
+    http: httpx.Client, body: dict[str, str], error: str
+) -> None:
+    response = http.post("/v2/queues/", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(error)
