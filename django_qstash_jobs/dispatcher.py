@@ -12,7 +12,6 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from django_qstash_jobs import outbox, schedules, signals, statements
-from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.exceptions import EnqueueError, JobStateError
 from django_qstash_jobs.models import CLAIMABLE_STATUSES, JobExecution, JobStatus
 from django_qstash_jobs.options import (
@@ -220,12 +219,9 @@ class JobDispatcher:
         stored_payload = definition.serialize({} if payload is None else payload)
         parsed_metadata = parse_metadata(metadata)
         publish_options = parse_options(options)
-        if publish_options.retries is not None:
-            max_retries = publish_options.retries
-        elif definition.retries is not None:
-            max_retries = definition.retries
-        else:
-            max_retries = get_config().default_retries
+        max_retries = (
+            definition.max_retries if publish_options.retries is None else publish_options.retries
+        )
         key = parsed_metadata.get("idempotency_key")
         execution = JobExecution(
             job_type=job_type,

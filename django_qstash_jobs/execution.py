@@ -191,11 +191,6 @@ def _job_id_for_schedule_firing(delivery: Delivery) -> str | None:
     if schedule is None:
         return None
     try:
-        job_type = registry.get(schedule.job_type)
-        retries = job_type.retries
-    except UnknownJobTypeError:
-        retries = None  # Recorded anyway; the claim below fails it visibly.
-    try:
         # A savepoint, so that losing the race inside a caller's transaction leaves it usable.
         with transaction.atomic():
             execution = JobExecution.objects.create(
@@ -207,7 +202,8 @@ def _job_id_for_schedule_firing(delivery: Delivery) -> str | None:
                 metadata=_schedule_metadata(schedule),
                 message_id=delivery.message_id,
                 schedule=schedule,
-                max_retries=get_config().default_retries if retries is None else retries,
+                # An unknown type's firing is recorded anyway: running it fails it visibly.
+                max_retries=registry.max_retries(schedule.job_type),
             )
     except IntegrityError:
         # A concurrent delivery of the same firing created it first.

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.exceptions import JobValidationError, UnknownJobTypeError
 
 if TYPE_CHECKING:
@@ -50,6 +51,11 @@ class JobType:
     schema: type[BaseModel] | None
     #: Retries after the first attempt; ``None`` means ``QSTASH_JOBS["DEFAULT_RETRIES"]``.
     retries: int | None
+
+    @property
+    def max_retries(self) -> int:
+        """Retries after the first attempt, the project's default filled in."""
+        return get_config().default_retries if self.retries is None else self.retries
 
     def validate(self, payload: Any) -> Any:
         """Return the payload as the handler receives it, or raise :class:`JobValidationError`."""
@@ -124,6 +130,16 @@ class JobRegistry:
                 f"Unknown job type {name!r}. Registered job types: {known}. "
                 "Register it with @register_job in an installed app's jobs.py."
             ) from None
+
+    def max_retries(self, name: str) -> int:
+        """The job type's retries, or the project's default for a type not registered (any more).
+
+        Jobs of such a type are still recorded, and fail visibly when they run.
+        """
+        job_type = self._types.get(name)
+        if job_type is None:
+            return get_config().default_retries
+        return job_type.max_retries
 
     def unregister(self, name: str) -> None:
         with self._lock:

@@ -154,17 +154,8 @@ def outgoing(row: JobSchedule) -> OutgoingSchedule:
         schedule_id=row.schedule_id,
         job_type=row.job_type,
         cron=row.cron,
-        max_retries=_retries(row.job_type),
+        max_retries=registry.max_retries(row.job_type),
     )
-
-
-def _retries(job_type: str) -> int:
-    # A job type that is no longer registered still gets a schedule: its firings are recorded
-    # and fail visibly on the receiver, like any job of an unknown type.
-    job = registry.get(job_type) if job_type in registry else None
-    if job is not None and job.retries is not None:
-        return job.retries
-    return get_config().default_retries
 
 
 def push(row: JobSchedule) -> None:
@@ -486,7 +477,7 @@ def _plan_kept(
         schedule_id=schedule_id,
         job_type=wanted["job_type"],
         cron=wanted["cron"],
-        max_retries=_retries(wanted["job_type"]),
+        max_retries=registry.max_retries(wanted["job_type"]),
     )
     remote_changes = _remote_differences(desired, remote)
     upsert = bool(remote_changes)

@@ -4,7 +4,6 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.registry import registry
 
 
@@ -12,13 +11,12 @@ class Command(BaseCommand):
     help = "List the registered job types with their handler, schema and retries."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        default_retries = get_config().default_retries
         rows = [
             (
                 job_type.name,
                 f"{job_type.handler.__module__}.{job_type.handler.__qualname__}",
                 job_type.schema.__name__ if job_type.schema else "-",
-                str(default_retries if job_type.retries is None else job_type.retries),
+                str(job_type.max_retries),
             )
             for job_type in registry
         ]
