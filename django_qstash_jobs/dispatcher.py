@@ -19,6 +19,7 @@ from django_qstash_jobs.options import (
     JobMetadata,
     PublishOptions,
     check_keys,
+    owner_columns,
     parse_metadata,
     parse_options,
 )
@@ -226,8 +227,7 @@ class JobDispatcher:
         execution = JobExecution(
             job_type=job_type,
             payload=stored_payload,
-            user_id=_text(parsed_metadata.get("user_id")),
-            organization_id=_text(parsed_metadata.get("organization_id")),
+            **owner_columns(parsed_metadata),
             idempotency_key=key,
             metadata=parsed_metadata,
             max_retries=max_retries,
@@ -252,10 +252,6 @@ class JobDispatcher:
                 raise
             return existing
         return None
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 #: The dispatcher every caller uses.

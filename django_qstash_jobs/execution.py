@@ -98,7 +98,7 @@ def execute(delivery: Delivery) -> Outcome:
         _record_failure(execution, exc, final=True)
         return Outcome.REJECTED
     except Exception as exc:
-        final = delivery.retried >= execution.max_retries
+        final = context.is_last_attempt
         _record_failure(execution, exc, final=final)
         return Outcome.FAILED if final else Outcome.RETRY
     _record_success(execution, result)
@@ -180,12 +180,10 @@ def _job_id_for_schedule_firing(delivery: Delivery) -> str | None:
     """The row of a schedule's firing, created on its first delivery and keyed by message id."""
     if not (delivery.schedule_id and delivery.message_id):
         return None
-    existing = (
-        JobExecution.objects.filter(message_id=delivery.message_id)
-        .values_list("job_id", flat=True)
-        .first()
+    recorded = JobExecution.objects.filter(message_id=delivery.message_id).values_list(
+        "job_id", flat=True
     )
-    if existing:
+    if existing := recorded.first():
         return existing
     schedule = JobSchedule.objects.filter(schedule_id=delivery.schedule_id).first()
     if schedule is None:
@@ -199,7 +197,7 @@ def _job_id_for_schedule_firing(delivery: Delivery) -> str | None:
                 payload=schedule.payload,
                 user_id=schedule.user_id,
                 organization_id=schedule.organization_id,
-                metadata=_schedule_metadata(schedule),
+                metadata=schedule.job_metadata(),
                 message_id=delivery.message_id,
                 schedule=schedule,
                 # An unknown type's firing is recorded anyway: running it fails it visibly.
@@ -207,18 +205,5 @@ def _job_id_for_schedule_firing(delivery: Delivery) -> str | None:
             )
     except IntegrityError:
         # A concurrent delivery of the same firing created it first.
-        return (
-            JobExecution.objects.filter(message_id=delivery.message_id)
-            .values_list("job_id", flat=True)
-            .first()
-        )
+        return recorded.first()
     return execution.job_id
-
-
-def _schedule_metadata(schedule: JobSchedule) -> dict[str, Any]:
-    metadata: dict[str, Any] = {}
-    if schedule.user_id is not None:
-        metadata["user_id"] = schedule.user_id
-    if schedule.organization_id is not None:
-        metadata["organization_id"] = schedule.organization_id
-    return metadata

@@ -79,6 +79,11 @@ class JobSchedule(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.cron})"
 
+    def job_metadata(self) -> dict[str, str]:
+        """The metadata of the jobs it starts: its ``user_id`` and ``organization_id``, if set."""
+        owners = {"user_id": self.user_id, "organization_id": self.organization_id}
+        return {key: value for key, value in owners.items() if value is not None}
+
     def next_runs(self, n: int = 5, *, after: datetime | None = None) -> list[datetime]:
         """The next ``n`` times this schedule fires (timezone-aware, UTC unless ``CRON_TZ=``)."""
         from django_qstash_jobs.cron import next_runs

@@ -115,6 +115,14 @@ def parse_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     return parsed
 
 
+def owner_columns(parsed_metadata: Mapping[str, Any]) -> dict[str, str | None]:
+    """The ``user_id`` and ``organization_id`` columns for checked metadata, stored as text."""
+    return {
+        key: None if parsed_metadata.get(key) is None else str(parsed_metadata[key])
+        for key in ("user_id", "organization_id")
+    }
+
+
 def parse_options(options: Mapping[str, Any] | None) -> PublishOptions:
     """Check ``options`` and return them normalised."""
     check_keys(options, OPTION_KEYS, "options")

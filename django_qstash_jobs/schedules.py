@@ -25,7 +25,7 @@ from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.cron import validate_cron
 from django_qstash_jobs.exceptions import JobValidationError, ScheduleError, UnknownJobTypeError
 from django_qstash_jobs.models import JobExecution, JobSchedule, ScheduleSource
-from django_qstash_jobs.options import parse_metadata
+from django_qstash_jobs.options import owner_columns, parse_metadata
 from django_qstash_jobs.registry import registry
 from django_qstash_jobs.transports import get_transport
 from django_qstash_jobs.transports.base import (
@@ -116,14 +116,9 @@ def define(
         job_type=job_type,
         cron=cron,
         payload=stored_payload,
-        user_id=_text(parsed.get("user_id")),
-        organization_id=_text(parsed.get("organization_id")),
+        **owner_columns(parsed),
         paused=paused,
     )
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def schedule_id_for(name: str) -> str:
@@ -291,15 +286,10 @@ def run_schedule_now(schedule_id: str) -> str:
     from django_qstash_jobs.dispatcher import job_dispatcher
 
     row = get_schedule(schedule_id)
-    metadata = {
-        key: value
-        for key, value in (("user_id", row.user_id), ("organization_id", row.organization_id))
-        if value is not None
-    }
     # In one transaction the publish waits for the commit, so the link is in place before the
     # job can run.
     with transaction.atomic():
-        job_id = job_dispatcher.enqueue(row.job_type, row.payload, metadata)
+        job_id = job_dispatcher.enqueue(row.job_type, row.payload, row.job_metadata())
         JobExecution.objects.filter(job_id=job_id).update(schedule=row)
     return job_id
 
