@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -31,12 +31,6 @@ logger = logging.getLogger("django_qstash_jobs")
 _ENQUEUE_MANY_KEYS = frozenset({"job_type", "payload", "metadata", "options"})
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    execution: JobExecution
-    idempotency_key: str | None
-
-
 class JobDispatcher:
     """Enqueues, cancels and retries jobs. Use the module-level ``job_dispatcher``."""
 
@@ -54,12 +48,11 @@ class JobDispatcher:
         With an ``idempotency_key`` that was used before, the first job's id is returned and
         nothing is published.
         """
-        prepared = self._prepare(job_type, payload, metadata, options)
-        execution = prepared.execution
-        if prepared.idempotency_key is None:
+        execution = self._prepare(job_type, payload, metadata, options)
+        if execution.idempotency_key is None:
             statements.insert(execution)
         else:
-            existing = self._insert_once(execution, prepared.idempotency_key)
+            existing = self._insert_once(execution, execution.idempotency_key)
             if existing is not None:
                 return existing
         signals.send_lifecycle(signals.job_enqueued, execution)
@@ -73,7 +66,7 @@ class JobDispatcher:
         ``options``. Every payload is validated before anything is recorded, so one bad job
         records none. Idempotency keys behave as in :meth:`enqueue`.
         """
-        prepared: list[_Prepared] = []
+        prepared: list[JobExecution] = []
         for index, job in enumerate(jobs):
             check_keys(job, _ENQUEUE_MANY_KEYS, f"enqueue_many job #{index}")
             if "job_type" not in job:
@@ -87,24 +80,24 @@ class JobDispatcher:
             return []
 
         # The first job with a given key wins, within the batch and against earlier enqueues.
-        first_with_key: dict[str, _Prepared] = {}
+        keys: set[str] = set()
         to_insert: list[JobExecution] = []
-        for item in prepared:
-            key = item.idempotency_key
+        for execution in prepared:
+            key = execution.idempotency_key
             if key is not None:
-                if key in first_with_key:
+                if key in keys:
                     continue
-                first_with_key[key] = item
-            to_insert.append(item.execution)
-        JobExecution.objects.bulk_create(to_insert, ignore_conflicts=bool(first_with_key))
+                keys.add(key)
+            to_insert.append(execution)
+        JobExecution.objects.bulk_create(to_insert, ignore_conflicts=bool(keys))
 
         job_id_for_key: dict[str, str] = {}
-        if first_with_key:
-            winners = JobExecution.objects.filter(idempotency_key__in=list(first_with_key))
+        if keys:
+            winners = JobExecution.objects.filter(idempotency_key__in=keys)
             job_id_for_key = {
                 key: job_id
                 for key, job_id in winners.values_list("idempotency_key", "job_id")
-                if key is not None
+                if key is not None  # never, given the filter; the column's type allows it
             }
         created = [
             execution
@@ -116,10 +109,10 @@ class JobDispatcher:
             signals.send_lifecycle(signals.job_enqueued, execution)
         outbox.publish_on_commit(created)
         return [
-            job_id_for_key[item.idempotency_key]
-            if item.idempotency_key is not None
-            else item.execution.job_id
-            for item in prepared
+            execution.job_id
+            if execution.idempotency_key is None
+            else job_id_for_key[execution.idempotency_key]
+            for execution in prepared
         ]
 
     def cancel(self, job_id: str) -> bool:
@@ -215,7 +208,8 @@ class JobDispatcher:
         payload: Any,
         metadata: Mapping[str, Any] | None,
         options: Mapping[str, Any] | None,
-    ) -> _Prepared:
+    ) -> JobExecution:
+        """The unsaved row of a checked job, its options and deduplication id filled in."""
         definition = registry.get(job_type)
         stored_payload = definition.serialize({} if payload is None else payload)
         parsed_metadata = parse_metadata(metadata)
@@ -234,7 +228,7 @@ class JobDispatcher:
         )
         publish_options = replace(publish_options, deduplication_id=key or execution.job_id)
         execution.options = publish_options.as_json()
-        return _Prepared(execution=execution, idempotency_key=key)
+        return execution
 
     @staticmethod
     def _insert_once(execution: JobExecution, key: str) -> str | None:

@@ -98,8 +98,7 @@ class QStashBackend(BaseTaskBackend):
             queue_name=task.queue_name,
             run_after=task.run_after,
         )
-        prepared = job_dispatcher._prepare(DJANGO_TASK, payload, None, self._options_for(task))
-        execution = prepared.execution
+        execution = job_dispatcher._prepare(DJANGO_TASK, payload, None, self._options_for(task))
         execution.save(force_insert=True)
         result = task_result(execution, task)
         signals.send_lifecycle(signals.job_enqueued, execution)
