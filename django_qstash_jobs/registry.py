@@ -112,12 +112,12 @@ class JobRegistry:
             if (
                 existing is not None
                 and not replace
-                and not _same_function(existing.handler, job_type.handler)
+                and not same_function(existing.handler, job_type.handler)
             ):
                 raise ValueError(
                     f"Job type {job_type.name!r} is already registered to "
-                    f"{_qualified_name(existing.handler)}; pass replace=True to register_job "
-                    f"to replace it with {_qualified_name(job_type.handler)}."
+                    f"{qualified_name(existing.handler)}; pass replace=True to register_job "
+                    f"to replace it with {qualified_name(job_type.handler)}."
                 )
             self._types[job_type.name] = job_type
 
@@ -152,14 +152,15 @@ class JobRegistry:
         return iter(sorted(self._types.values(), key=lambda job_type: job_type.name))
 
 
-def _qualified_name(function: Callable[..., Any]) -> str:
+def qualified_name(function: Callable[..., Any]) -> str:
+    """``module.QualifiedName`` of a function or class: how handlers are named and compared."""
     return f"{function.__module__}.{getattr(function, '__qualname__', repr(function))}"
 
 
-def _same_function(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
+def same_function(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
     # A module imported twice (autoreload, a test re-importing jobs.py) registers a new function
     # object with the same name; that is the same handler, not a conflict.
-    return a is b or _qualified_name(a) == _qualified_name(b)
+    return a is b or qualified_name(a) == qualified_name(b)
 
 
 #: The process-wide registry.

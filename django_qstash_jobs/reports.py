@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from django_qstash_jobs.registry import qualified_name, same_function
+
 if TYPE_CHECKING:
     from django_qstash_jobs.context import JobContext
     from django_qstash_jobs.jobs.schemas import GenerateReportPayload
@@ -54,9 +56,10 @@ class ReportRegistry:
     def register(self, name: str, function: ReportFunction, *, replace: bool = False) -> None:
         with self._lock:
             existing = self._functions.get(name)
-            if existing is not None and not replace and _name_of(existing) != _name_of(function):
+            # The same function imported twice (autoreload) is the same report, not a conflict.
+            if existing is not None and not replace and not same_function(existing, function):
                 raise ValueError(
-                    f"Report {name!r} is already registered to {_name_of(existing)}; "
+                    f"Report {name!r} is already registered to {qualified_name(existing)}; "
                     "pass replace=True to register_report to replace it."
                 )
             self._functions[name] = function
@@ -75,11 +78,6 @@ class ReportRegistry:
 
     def __contains__(self, name: object) -> bool:
         return name in self._functions
-
-
-def _name_of(function: Callable[..., Any]) -> str:
-    # The same function imported twice (autoreload) is the same report, not a conflict.
-    return f"{function.__module__}.{getattr(function, '__qualname__', repr(function))}"
 
 
 #: The process-wide report registry.

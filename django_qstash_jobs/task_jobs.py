@@ -28,7 +28,7 @@ from django_qstash_jobs import signals
 from django_qstash_jobs.context import JobContext
 from django_qstash_jobs.exceptions import PermanentJobError
 from django_qstash_jobs.models import JobExecution, JobStatus
-from django_qstash_jobs.registry import register_job
+from django_qstash_jobs.registry import qualified_name, register_job
 
 if TYPE_CHECKING:
     # Type-checked against Django 6's own framework; the backport has the same names and API.
@@ -266,15 +266,11 @@ def _errors(execution: JobExecution, record: TaskRecord) -> list[TaskError]:
     if execution.status == JobStatus.CANCELLED:
         errors.append(
             TaskError(
-                exception_class_path=_class_path(TaskCancelled),
+                exception_class_path=qualified_name(TaskCancelled),
                 traceback=f"{TaskCancelled.__name__}: the job was cancelled; it will not run.",
             )
         )
     return errors
-
-
-def _class_path(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def worker_id() -> str:
@@ -310,7 +306,7 @@ def run_task(payload: TaskPayload, ctx: JobContext) -> dict[str, Any]:
     except Exception as exc:
         record.errors.append(
             {
-                "exception_class_path": _class_path(type(exc)),
+                "exception_class_path": qualified_name(type(exc)),
                 "traceback": "".join(traceback.format_exception(exc)),
             }
         )

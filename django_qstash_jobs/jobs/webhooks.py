@@ -19,7 +19,7 @@ from django.dispatch import Signal
 
 from django_qstash_jobs.context import JobContext
 from django_qstash_jobs.jobs.schemas import ProcessStripeWebhookPayload, ProcessWebhookPayload
-from django_qstash_jobs.registry import JOB_TYPES, register_job
+from django_qstash_jobs.registry import JOB_TYPES, qualified_name, register_job
 
 logger = logging.getLogger("django_qstash_jobs")
 
@@ -41,8 +41,7 @@ class _Registration:
 
     @property
     def name(self) -> str:
-        handler = self.handler
-        return f"{handler.__module__}.{getattr(handler, '__qualname__', repr(handler))}"
+        return qualified_name(self.handler)
 
 
 class WebhookHandlers:

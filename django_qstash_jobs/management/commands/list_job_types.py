@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from django_qstash_jobs.registry import registry
+from django_qstash_jobs.registry import qualified_name, registry
 
 
 class Command(BaseCommand):
@@ -14,7 +14,7 @@ class Command(BaseCommand):
         rows = [
             (
                 job_type.name,
-                f"{job_type.handler.__module__}.{job_type.handler.__qualname__}",
+                qualified_name(job_type.handler),
                 job_type.schema.__name__ if job_type.schema else "-",
                 str(job_type.max_retries),
             )
