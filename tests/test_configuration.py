@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from io import StringIO
 from typing import Any
 
 import pytest
+from django.conf import settings
+from django.core.management import call_command
 from django.test import override_settings
 
 from django_qstash_jobs.checks import check_settings
@@ -108,3 +111,17 @@ def test_the_checks_run_with_manage_py_check() -> None:
 
     with override_settings(QSTASH_JOBS={}), pytest.raises(SystemCheckError, match="E001"):
         call_command("check")
+
+
+def test_list_job_types_shows_each_type_with_its_handler_schema_and_retries() -> None:
+    out = StringIO()
+    with override_settings(QSTASH_JOBS={**settings.QSTASH_JOBS, "DEFAULT_RETRIES": 5}):
+        call_command("list_job_types", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0].split() == ["JOB", "TYPE", "HANDLER", "SCHEMA", "RETRIES"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    assert rows["echo"] == ["tests.testapp.jobs.echo", "Echo", "2"]
+    assert rows["permanent"] == ["tests.testapp.jobs.permanent", "-", "5"]  # the default
+    # The columns line up: every cell of a column starts where its header does.
+    handler_at = lines[0].index("HANDLER")
+    assert all(line[handler_at - 2 : handler_at] == "  " for line in lines[1:])

@@ -4,6 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from django_qstash_jobs.management.table import column_widths, table_line
 from django_qstash_jobs.registry import qualified_name, registry
 
 
@@ -20,11 +21,7 @@ class Command(BaseCommand):
             )
             for job_type in registry
         ]
-        header = ("JOB TYPE", "HANDLER", "SCHEMA", "RETRIES")
-        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-        for row in [header, *rows]:
-            self.stdout.write(
-                "  ".join(
-                    cell.ljust(width) for cell, width in zip(row, widths, strict=True)
-                ).rstrip()
-            )
+        table = [("JOB TYPE", "HANDLER", "SCHEMA", "RETRIES"), *rows]
+        widths = column_widths(table)
+        for row in table:
+            self.stdout.write(table_line(row, widths))

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_qstash_jobs.exceptions import ScheduleError
+from django_qstash_jobs.management.table import column_widths, table_line
 from django_qstash_jobs.schedules import (
     CREATE,
     DELETE,
@@ -53,9 +54,9 @@ class Command(BaseCommand):
         except ScheduleError as exc:
             raise CommandError(f"Nothing was synced: {exc}") from exc
 
-        widths = _widths(plan.actions)
+        widths = column_widths([_COLUMNS, *(_row(action) for action in plan.actions)])
         if plan.actions:
-            self.stdout.write(_line(_COLUMNS, widths))
+            self.stdout.write(table_line(_COLUMNS, widths))
         done: list[SyncAction] = []
         for action in plan.actions:
             if not dry_run:
@@ -68,7 +69,7 @@ class Command(BaseCommand):
                         "Run sync_schedules again once QStash can be reached."
                     ) from exc
             done.append(action)
-            self.stdout.write(_line(_row(action), widths))
+            self.stdout.write(table_line(_row(action), widths))
         self.stdout.write(self._summary(plan, done, dry_run=dry_run))
 
     def _summary(self, plan: SyncPlan, actions: list[SyncAction], *, dry_run: bool) -> str:
@@ -96,12 +97,3 @@ class Command(BaseCommand):
 
 def _row(action: SyncAction) -> tuple[str, ...]:
     return (action.action, action.name or "-", action.schedule_id, action.cron, action.details)
-
-
-def _widths(actions: list[SyncAction]) -> list[int]:
-    rows = [_COLUMNS, *(_row(action) for action in actions)]
-    return [max(len(row[column]) for row in rows) for column in range(len(_COLUMNS))]
-
-
-def _line(cells: tuple[str, ...], widths: list[int]) -> str:
-    return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
