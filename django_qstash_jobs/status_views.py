@@ -44,13 +44,17 @@ class StreamTiming:
 STREAM_TIMING = StreamTiming()
 
 
+#: Columns ``as_status()`` never reads: a stream re-reads the row at every change.
+_NOT_IN_STATUS = ("payload", "metadata", "options", "traceback")
+
+
 async def _visible_job(request: HttpRequest, job_id: str) -> JobExecution | None:
     """The job, if the requesting user is staff or the user the job was enqueued for."""
     auser = getattr(request, "auser", None)
     user = await auser() if auser is not None else AnonymousUser()
     if not user.is_authenticated:
         return None
-    job = await JobExecution.objects.filter(job_id=job_id).afirst()
+    job = await JobExecution.objects.filter(job_id=job_id).defer(*_NOT_IN_STATUS).afirst()
     if job is None:
         return None
     if user.is_staff or job.user_id == str(user.pk):
@@ -121,7 +125,7 @@ class _EventStream:
             return None
         if updated_at == self.seen:
             return _UNCHANGED
-        return JobExecution.objects.filter(pk=self.pk).first()
+        return JobExecution.objects.filter(pk=self.pk).defer(*_NOT_IN_STATUS).first()
 
     def after_poll(self, found: JobExecution | object | None) -> bytes:
         """What to send after a poll ("" for nothing); sets ``over`` when the stream ends."""

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import AsyncClient, Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -115,6 +117,17 @@ def test_a_job_without_user_is_for_staff_only(people: People, url_for: Any) -> N
     job = job_for(None, status=JobStatus.COMPLETED)
     assert logged_in(people.owner).get(url_for(job)).status_code == 404
     assert logged_in(people.staff).get(url_for(job)).status_code == 200
+
+
+def test_the_status_reads_no_column_it_does_not_show(people: People) -> None:
+    # A stream re-reads the row at every change; a large payload or traceback stays unread.
+    job = job_for(people.owner, status=JobStatus.COMPLETED, traceback="x" * 10_000)
+    with CaptureQueriesContext(connection) as queries:
+        response = logged_in(people.owner).get(status_url(job))
+    assert response.status_code == 200
+    (read,) = [q["sql"] for q in queries.captured_queries if "jobexecution" in q["sql"]]
+    for column in ("payload", "metadata", "options", "traceback"):
+        assert f'"{column}"' not in read
 
 
 def test_staff_gets_404_for_an_unknown_job(people: People) -> None:
