@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,16 +19,11 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0="
-CURRENT_KEY = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r"
-NEXT_KEY = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs"
+# The project first on the path: the imports below, and the benchmarks', come from it.
+sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.servers import TOKEN, DevServerProcess, free_port  # noqa: E402, F401
+from tests.signing_helpers import CURRENT_KEY, NEXT_KEY  # noqa: E402, F401
 
 
 def setup_django(database: str, workdir: Path, settings_module: str = "tests.settings") -> None:
@@ -56,31 +50,13 @@ def setup_django(database: str, workdir: Path, settings_module: str = "tests.set
 
 
 @contextmanager
-def devserver(workdir: Path, backoff_scale: float = 0.0) -> Iterator[str]:
-    """The local QStash-compatible server in a subprocess; yields its URL."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "django_qstash_jobs.devserver", f"--port={port}",
-         f"--db={workdir / 'qstash.sqlite3'}", f"--backoff-scale={backoff_scale}"],
-        cwd=ROOT, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+def devserver(workdir: Path, backoff_scale: float = 0.0) -> Iterator[DevServerProcess]:
+    """The local QStash-compatible server in a subprocess, started; stopped afterwards."""
+    server = DevServerProcess(db_path=workdir / "qstash.sqlite3", backoff_scale=backoff_scale)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                requests.get(
-                    f"{url}/v2/keys", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=1
-                )
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield url
+        yield server.start()
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=10)
+        server.stop()
 
 
 class _Sink(BaseHTTPRequestHandler):

@@ -10,21 +10,17 @@ messages delivered at once (the server delivers while it answers) and delayed by
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from qstash import QStash
 
-from django_qstash_jobs.devserver import DEFAULT_TOKEN
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import TOKEN, devserver, scratch_dir
 
-ROOT = Path(__file__).resolve().parents[1]
 DESTINATION = """
 import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,28 +42,10 @@ server.serve_forever()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def measure(calls: int, delay: str | None, db: str, destination: str) -> list[float]:
+def measure(calls: int, delay: str | None, workdir: Path, destination: str) -> list[float]:
     """Start a server, publish ``calls`` messages, return the round trips in seconds."""
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "django_qstash_jobs.devserver", f"--port={port}", f"--db={db}",
-         "--backoff-scale=1"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert server.stdout is not None
-        for line in server.stdout:
-            if line.startswith("QSTASH_NEXT_SIGNING_KEY"):
-                break
-        client = QStash(DEFAULT_TOKEN, base_url=f"http://127.0.0.1:{port}", retry=False)
+    with devserver(workdir, backoff_scale=1.0) as server:
+        client = QStash(TOKEN, base_url=server.url, retry=False)
         extra = {"delay": delay} if delay else {}
         for i in range(100):  # warm-up: connections, caches, the database file
             client.message.publish_json(url=destination, body={"warm": i}, **extra)  # type: ignore[arg-type]
@@ -77,9 +55,6 @@ def measure(calls: int, delay: str | None, db: str, destination: str) -> list[fl
             client.message.publish_json(url=destination, body={"i": i}, **extra)  # type: ignore[arg-type]
             times.append(time.perf_counter() - start)
         return times
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(10)
 
 
 def main() -> None:
@@ -90,14 +65,13 @@ def main() -> None:
     try:
         assert dest.stdout is not None
         url = f"http://127.0.0.1:{int(dest.stdout.readline())}/hook"
-        with tempfile.TemporaryDirectory() as tmp:
-            for label, delay in (("delivered at once", None), ("delayed 1h", "1h")):
-                times = sorted(measure(args.calls, delay, f"{tmp}/{label[:7]}.db", url))
-                print(
-                    f"publish_json, {label}: median {statistics.median(times) * 1000:.2f} ms, "
-                    f"p90 {times[int(len(times) * 0.9)] * 1000:.2f} ms, "
-                    f"p99 {times[int(len(times) * 0.99)] * 1000:.2f} ms over {len(times)} calls"
-                )
+        for label, delay in (("delivered at once", None), ("delayed 1h", "1h")):
+            times = sorted(measure(args.calls, delay, scratch_dir(), url))
+            print(
+                f"publish_json, {label}: median {statistics.median(times) * 1000:.2f} ms, "
+                f"p90 {times[int(len(times) * 0.9)] * 1000:.2f} ms, "
+                f"p99 {times[int(len(times) * 0.99)] * 1000:.2f} ms over {len(times)} calls"
+            )
     finally:
         dest.kill()
         dest.wait()

@@ -58,17 +58,16 @@ def main() -> int:
     workdir = scratch_dir()
     setup_django(arguments.db, workdir)
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
-    from django.conf import settings
-
     from django_qstash_jobs.models import JobExecution, JobStatus
+    from tests.servers import qstash_settings
     from tests.signing_helpers import qstash_token
 
     port = free_port()
     receiver_url = f"http://127.0.0.1:{port}/jobs/receive/"
-    with devserver(workdir) as qstash_url:
+    with devserver(workdir) as qstash:
         environment = {
             **os.environ,
-            "QSTASH_URL": qstash_url,
+            "QSTASH_URL": qstash.url,
             "QSTASH_RECEIVER_URL": receiver_url,
             "PYTHONPATH": str(ROOT),
         }
@@ -78,13 +77,9 @@ def main() -> int:
 
             from django.test import override_settings
 
-            jobs_settings = {
-                **settings.QSTASH_JOBS,
-                "TRANSPORT": "qstash",
-                "URL": qstash_url,
-                "RECEIVER_URL": receiver_url,
-            }
-            qstash_pids = devserver_pids()
+            jobs_settings = qstash_settings(qstash.url, receiver_url.removesuffix("/jobs/receive/"))
+            assert qstash.process is not None
+            qstash_pids = [qstash.process.pid]
             connections_: dict[int, http.client.HTTPConnection] = {}
 
             def post(item: tuple[bytes, str]) -> int:
@@ -196,16 +191,6 @@ def main() -> int:
         ],
     )
     return 0 if cpu_ratio <= CPU_TARGET else 1
-
-
-def devserver_pids() -> list[int]:
-    """The local QStash server this process started (a child running the devserver module)."""
-    own = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
-    return [
-        int(pid)
-        for pid in own
-        if b"django_qstash_jobs.devserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    ]
 
 
 def job_dispatcher_enqueue_many(count: int) -> list[str]:

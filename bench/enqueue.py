@@ -23,8 +23,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
-    CURRENT_KEY,
-    NEXT_KEY,
     TOKEN,
     devserver,
     interleaved,
@@ -52,25 +50,20 @@ def main() -> int:
 
     workdir = scratch_dir()
     # Real delays (scale 1): the one-hour delay keeps deliveries out of the measurement.
-    with devserver(workdir, backoff_scale=1.0) as qstash_url, sink() as receiver_url:
+    with devserver(workdir, backoff_scale=1.0) as qstash, sink() as receiver_url:
+        qstash_url = qstash.url
+        site_url = receiver_url.removesuffix("/jobs/receive/")
         # Read at import time by django-qstash, so set before Django starts.
         os.environ["QSTASH_URL"] = qstash_url
-        os.environ["BENCH_SITE_URL"] = receiver_url.removesuffix("/jobs/receive/")
+        os.environ["BENCH_SITE_URL"] = site_url
         setup_django(arguments.db, workdir, settings_module="bench.peer_settings")
         from django.test import override_settings
         from qstash import QStash
 
         from django_qstash_jobs import job_dispatcher
+        from tests.servers import qstash_settings
 
-        settings = {
-            "TRANSPORT": "qstash",
-            "URL": qstash_url,
-            "TOKEN": TOKEN,
-            "CURRENT_SIGNING_KEY": CURRENT_KEY,
-            "NEXT_SIGNING_KEY": NEXT_KEY,
-            "RECEIVER_URL": receiver_url,
-        }
-        with override_settings(QSTASH_JOBS=settings):
+        with override_settings(QSTASH_JOBS=qstash_settings(qstash_url, site_url)):
             bare = QStash(TOKEN, base_url=qstash_url)
             payload = {"message": "hello", "times": 1}
             body = {"job_id": "00000000-0000-0000-0000-000000000000", "job_type": "echo"}

@@ -56,7 +56,7 @@ class Site:
     """The receiver under gunicorn and the local QStash server, each restartable."""
 
     def __init__(self, workdir: Path, backoff_scale: float, lease_seconds: int) -> None:
-        from tests.e2e.conftest import DevServerProcess
+        from tests.servers import DevServerProcess
 
         self.qstash = DevServerProcess(
             db_path=workdir / f"qstash-{time.monotonic_ns()}.sqlite3", backoff_scale=backoff_scale
@@ -88,7 +88,7 @@ class Site:
     def jobs_settings(self) -> Iterator[None]:
         from django.test import override_settings
 
-        from tests.e2e.conftest import qstash_settings
+        from tests.servers import qstash_settings
 
         live = self.receiver_url.removesuffix("/jobs/receive/")
         with override_settings(

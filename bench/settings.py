@@ -7,11 +7,9 @@ import os
 from tests.settings import *  # noqa: F403
 
 QSTASH_JOBS = {
+    **QSTASH_JOBS,  # noqa: F405 - the token and signing keys
     "TRANSPORT": "qstash",
     "URL": os.environ.get("QSTASH_URL", "http://127.0.0.1:8080"),
-    "TOKEN": "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0=",
-    "CURRENT_SIGNING_KEY": "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r",
-    "NEXT_SIGNING_KEY": "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs",
     "RECEIVER_URL": os.environ.get("QSTASH_RECEIVER_URL", "http://127.0.0.1:8000/jobs/receive/"),
     "LEASE_SECONDS": int(os.environ.get("QSTASH_LEASE_SECONDS", "300")),
 }

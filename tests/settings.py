@@ -5,6 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from django_qstash_jobs.devserver.defaults import (
+    DEFAULT_CURRENT_SIGNING_KEY,
+    DEFAULT_NEXT_SIGNING_KEY,
+    DEFAULT_TOKEN,
+)
+
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
@@ -74,9 +80,9 @@ else:
 QSTASH_JOBS = {
     "TRANSPORT": "immediate",
     "RECEIVER_URL": "http://testserver/jobs/receive/",
-    "TOKEN": "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0=",
-    "CURRENT_SIGNING_KEY": "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r",
-    "NEXT_SIGNING_KEY": "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs",
+    "TOKEN": DEFAULT_TOKEN,
+    "CURRENT_SIGNING_KEY": DEFAULT_CURRENT_SIGNING_KEY,
+    "NEXT_SIGNING_KEY": DEFAULT_NEXT_SIGNING_KEY,
 }
 
 # Django 6.1+ sends through MAILERS (the test runner makes each alias locmem); older versions

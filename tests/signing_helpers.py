@@ -11,8 +11,13 @@ from typing import Any
 
 import jwt
 
-CURRENT_KEY = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r"
-NEXT_KEY = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs"
+from django_qstash_jobs.devserver.defaults import (
+    DEFAULT_CURRENT_SIGNING_KEY,
+    DEFAULT_NEXT_SIGNING_KEY,
+)
+
+CURRENT_KEY = DEFAULT_CURRENT_SIGNING_KEY
+NEXT_KEY = DEFAULT_NEXT_SIGNING_KEY
 RECEIVER_URL = "http://testserver/jobs/receive/"
 
 

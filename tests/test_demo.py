@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,13 +27,6 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "example_project"
 TIMEOUT = 120
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -80,8 +72,9 @@ def run_demo(var_dir: Path, database: dict[str, str]) -> tuple[int, str]:
         sys.executable,
         "manage.py",
         "demo",
-        f"--port={free_port()}",
-        f"--qstash-port={free_port()}",
+        # 0: any free port, so that runs side by side never collide.
+        "--port=0",
+        "--qstash-port=0",
     ]
     process = subprocess.Popen(
         command,

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import django.contrib.admin
 import pytest
-from django.db import connections
 
 import django_qstash_jobs
+from tests.concurrency import at_once
 
 T = TypeVar("T")
 
@@ -58,23 +57,8 @@ def outside_loop(function: Callable[[], T]) -> T:
     database calls; a connection opened there anyway would also outlive the test and keep
     PostgreSQL from dropping the test database.
     """
-    outcome: list[T] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            outcome.append(function())
-        except BaseException as exc:  # Re-raised in the test's thread.
-            failure.append(exc)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return outcome[0]
+    (result,) = at_once(function, 1)
+    return result
 
 
 @pytest.fixture

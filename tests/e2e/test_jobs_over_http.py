@@ -17,7 +17,8 @@ from django_qstash_jobs import job_dispatcher
 from django_qstash_jobs.exceptions import EnqueueError
 from django_qstash_jobs.models import JobExecution, JobSchedule, JobStatus
 from tests.concurrency import at_once
-from tests.e2e.conftest import TOKEN, DevServerProcess, qstash_settings, wait_for, wait_until
+from tests.e2e.conftest import wait_for, wait_until
+from tests.servers import TOKEN, DevServerProcess, qstash_settings
 from tests.testapp.models import SideEffect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

@@ -22,7 +22,8 @@ from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.exceptions import ScheduleError
 from django_qstash_jobs.models import JobExecution, JobSchedule, JobStatus, ScheduleSource
 from django_qstash_jobs.schedules import SCHEDULE_ID_PREFIX
-from tests.e2e.conftest import ROOT, TOKEN, DevServerProcess, qstash_settings, wait_for, wait_until
+from tests.e2e.conftest import wait_for, wait_until
+from tests.servers import ROOT, TOKEN, DevServerProcess, qstash_settings
 from tests.testapp.models import SideEffect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

@@ -16,7 +16,8 @@ from qstash import QStash
 
 from django_qstash_jobs import job_dispatcher
 from django_qstash_jobs.models import JobStatus
-from tests.e2e.conftest import TOKEN, DevServerProcess, qstash_settings, wait_for, wait_until
+from tests.e2e.conftest import wait_for, wait_until
+from tests.servers import TOKEN, DevServerProcess, qstash_settings
 from tests.testapp.models import SideEffect
 
 try:
