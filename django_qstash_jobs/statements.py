@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -78,32 +79,14 @@ _CLAIMED_FIELDS = frozenset(
 )
 
 
-def _claimed_fields() -> list[str]:
-    # Model.from_db() expects the values in the model's field order.
-    return [
-        field.attname
-        for field in JobExecution._meta.concrete_fields
-        if field.attname in _CLAIMED_FIELDS
-    ]
-
-
 def _claim_returning(
     connection: BaseDatabaseWrapper, job_id: str, now: datetime, lease_expires_at: datetime
 ) -> JobExecution | None:
     # The same UPDATE as the ORM fallback, with RETURNING: the claim and the read of the row in
     # one round trip, on the path every delivery takes.
-    quote = connection.ops.quote_name
-    names = _claimed_fields()
-    fields = [_field(name) for name in names]
+    sql, names, columns = _claim_statement(connection.alias, _may_commit_without_flush(connection))
     timestamp = _field("updated_at")[0]
     now_value = timestamp.get_db_prep_value(now, connection)
-    sql = (
-        f"UPDATE {quote(JobExecution._meta.db_table)} SET status = %s, attempts = attempts + 1, "  # noqa: S608 - names are ours
-        "started_at = COALESCE(started_at, %s), lease_expires_at = %s, updated_at = %s "
-        f"{_from_without_flush(connection)}"
-        "WHERE job_id = %s AND (status IN (%s, %s, %s) OR (status = %s AND lease_expires_at < %s)) "
-        f"RETURNING {', '.join(quote(column) for _field_, column in fields)}"
-    )
     params = [
         JobStatus.RUNNING.value,
         now_value,
@@ -121,10 +104,55 @@ def _claim_returning(
     if not rows:
         return None
     values = [
-        _from_db(field, value, connection)
-        for (field, _column), value in zip(fields, rows[0], strict=True)
+        column.from_db(value, connection) for column, value in zip(columns, rows[0], strict=True)
     ]
     return JobExecution.from_db(connection.alias, names, values)
+
+
+@dataclass(frozen=True)
+class _ReturnedColumn:
+    """A column read back by RETURNING, and how the ORM would convert its value."""
+
+    field: Field[Any, Any]
+    expression: Any
+    converters: tuple[Any, ...]
+
+    def from_db(self, value: Any, connection: BaseDatabaseWrapper) -> Any:
+        """The value as the field holds it (JSON decoded...), as the ORM would convert it."""
+        for converter in self.converters:
+            value = converter(value, self.expression, connection)
+        return value
+
+
+@functools.cache
+def _claim_statement(
+    alias: str, without_flush: bool
+) -> tuple[str, list[str], list[_ReturnedColumn]]:
+    """The claim's SQL, the attnames it returns and their columns; built once per database."""
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    # Model.from_db() expects the values in the model's field order.
+    names = [
+        field.attname
+        for field in JobExecution._meta.concrete_fields
+        if field.attname in _CLAIMED_FIELDS
+    ]
+    fields = [_field(name) for name in names]
+    sql = (
+        f"UPDATE {quote(JobExecution._meta.db_table)} SET status = %s, attempts = attempts + 1, "  # noqa: S608 - names are ours
+        "started_at = COALESCE(started_at, %s), lease_expires_at = %s, updated_at = %s "
+        f"{_FROM_WITHOUT_FLUSH if without_flush else ''}"
+        "WHERE job_id = %s AND (status IN (%s, %s, %s) OR (status = %s AND lease_expires_at < %s)) "
+        f"RETURNING {', '.join(quote(column) for _field_, column in fields)}"
+    )
+    columns = []
+    for field, _column in fields:
+        expression = field.get_col(JobExecution._meta.db_table)
+        converters = connection.ops.get_db_converters(expression) + field.get_db_converters(
+            connection
+        )
+        columns.append(_ReturnedColumn(field, expression, tuple(converters)))
+    return sql, names, columns
 
 
 #: A FROM item whose only effect is to let PostgreSQL commit the statement without waiting for
@@ -132,6 +160,8 @@ def _claim_returning(
 _COMMIT_WITHOUT_FLUSH = (
     "(SELECT set_config('synchronous_commit', 'off', true)) AS commit_without_flush"
 )
+#: The FROM clause of a single-table UPDATE that may commit without a flush.
+_FROM_WITHOUT_FLUSH = f"FROM {_COMMIT_WITHOUT_FLUSH} "
 
 
 def _may_commit_without_flush(connection: BaseDatabaseWrapper) -> bool:
@@ -145,21 +175,6 @@ def _may_commit_without_flush(connection: BaseDatabaseWrapper) -> bool:
     Never inside the caller's transaction: the setting would last until, and cover, its commit.
     """
     return connection.vendor == "postgresql" and not connection.in_atomic_block
-
-
-def _from_without_flush(connection: BaseDatabaseWrapper) -> str:
-    """The FROM clause of a single-table UPDATE that may commit without a flush, or nothing."""
-    return f"FROM {_COMMIT_WITHOUT_FLUSH} " if _may_commit_without_flush(connection) else ""
-
-
-def _from_db(field: Field[Any, Any], value: Any, connection: BaseDatabaseWrapper) -> Any:
-    """A column's value as the field holds it (JSON decoded...), as the ORM would convert it."""
-    expression = field.get_col(JobExecution._meta.db_table)
-    for converter in connection.ops.get_db_converters(expression) + field.get_db_converters(
-        connection
-    ):
-        value = converter(value, expression, connection)
-    return value
 
 
 def _field(name: str) -> tuple[Field[Any, Any], str]:
@@ -204,7 +219,8 @@ def mark_one_published(job_id: str, message_id: str, now: datetime) -> None:
         cursor.execute(
             f"UPDATE {table} SET message_id = %s, "  # noqa: S608 - the table name is ours
             "status = CASE WHEN status = %s THEN %s ELSE status END, "
-            f"publish_claimed_at = NULL, updated_at = %s {_from_without_flush(connection)}"
+            "publish_claimed_at = NULL, updated_at = %s "
+            f"{_FROM_WITHOUT_FLUSH if _may_commit_without_flush(connection) else ''}"
             "WHERE job_id = %s",
             [message_id, JobStatus.PENDING.value, JobStatus.QUEUED.value, updated_at, job_id],
         )
