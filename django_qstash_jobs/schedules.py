@@ -555,11 +555,3 @@ def apply_action(action: SyncAction) -> None:
         _set_remote_paused(transport, row.schedule_id, paused=action.set_paused)
     if action.upsert or action.set_paused is not None or row.last_synced_at is None:
         _mark_synced(row)
-
-
-def sync() -> SyncPlan:
-    """Plan and apply a sync; return the plan that was carried out."""
-    plan = plan_sync()
-    for action in plan.actions:
-        apply_action(action)
-    return plan

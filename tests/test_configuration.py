@@ -10,8 +10,10 @@ from django.conf import settings
 from django.core.management import call_command
 from django.test import override_settings
 
+from django_qstash_jobs import JOB_TYPES
 from django_qstash_jobs.checks import check_settings
 from django_qstash_jobs.conf import get_config
+from django_qstash_jobs.registry import registry
 
 DEV = {
     "TOKEN": "token",
@@ -125,3 +127,16 @@ def test_list_job_types_shows_each_type_with_its_handler_schema_and_retries() ->
     # The columns line up: every cell of a column starts where its header does.
     handler_at = lines[0].index("HANDLER")
     assert all(line[handler_at - 2 : handler_at] == "  " for line in lines[1:])
+
+
+def test_job_types_names_every_built_in_job_type() -> None:
+    assert sorted(JOB_TYPES) == [
+        "cleanup_old_data",
+        "export_data",
+        "generate_report",
+        "process_stripe_webhook",
+        "process_webhook",
+        "send_batch_emails",
+        "send_email",
+    ]
+    assert all(name in registry for name in JOB_TYPES)
