@@ -242,7 +242,7 @@ def register(router: Router, ctx: Context) -> None:
         return Response(200)
 
     def global_parallelism(request: Request, args: dict[str, str]) -> Response:
-        running, _tracked = dispatcher.global_parallelism()
+        running = dispatcher.in_flight()
         return json_response({"parallelismMax": 0, "parallelismCount": running})
 
     router.add("POST", r"/v2/queues/?", queue_upsert)

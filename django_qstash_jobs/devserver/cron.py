@@ -17,7 +17,6 @@ _FIELD_NAMES = ("minute", "hour", "day of month", "month", "day of week")
 class Cron:
     """A validated cron expression: five fields and the zone they are read in."""
 
-    expression: str
     fields: str
     zone: tzinfo
 
@@ -48,7 +47,7 @@ def parse_cron(expression: str) -> Cron:
     joined = " ".join(fields)
     if not croniter.is_valid(joined):
         raise ValueError(f"invalid cron expression {expression!r}")
-    return Cron(expression=expression.strip(), fields=joined, zone=zone)
+    return Cron(fields=joined, zone=zone)
 
 
 def _probe(fields: list[str], field: str, name: str) -> str:

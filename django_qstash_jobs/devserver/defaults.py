@@ -22,3 +22,5 @@ MAX_BACKOFF_SECONDS = 86400.0
 # Bound on what is kept of a destination's response for callbacks, the DLQ and the logs.
 MAX_RESPONSE_BODY_BYTES = 1024 * 1024
 MAX_EVENTS_KEPT = 100_000
+# Bound on a body copied into the event log: a message's, or a destination's response.
+MAX_EVENT_BODY_BYTES = 64 * 1024

@@ -230,10 +230,10 @@ class Dispatcher:
             self._release_flow(gate)
             return True
 
-    def global_parallelism(self) -> tuple[int, int]:
-        """Return (messages in flight, number of tracked messages)."""
+    def in_flight(self) -> int:
+        """How many messages are being delivered right now."""
         with self._lock:
-            return self._running, len(self._jobs)
+            return self._running
 
     # -- internals (lock held) ------------------------------------------------------------
 

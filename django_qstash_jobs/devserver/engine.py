@@ -19,6 +19,7 @@ from .defaults import (
     DEFAULT_DELIVERY_TIMEOUT_SECONDS,
     DEFAULT_NEXT_SIGNING_KEY,
     DEFAULT_RETRIES,
+    MAX_EVENT_BODY_BYTES,
 )
 from .destinations import Destination, unknown_group_error
 from .dispatcher import Dispatcher, Job, now_ms
@@ -38,9 +39,6 @@ from .store_messages import (
     insert_message,
     put_dedup,
 )
-
-# Bodies larger than this are not copied into the event log.
-_MAX_EVENT_BODY = 64 * 1024
 
 
 @dataclass
@@ -77,7 +75,7 @@ def creation_event(rec: MessageRecord) -> dict[str, Any]:
         "maxRetries": opts.retries,
         "nextDeliveryTime": rec.due_ms,
     }
-    if len(rec.body) <= _MAX_EVENT_BODY:
+    if len(rec.body) <= MAX_EVENT_BODY_BYTES:
         data["body"] = b64(rec.body)
     optional = {
         "endpointName": rec.endpoint,

@@ -78,12 +78,6 @@ class PublishOptions:
     labels: list[str] = field(default_factory=list)
     redact: str | None = None
 
-    @property
-    def content_type(self) -> str | None:
-        """The publisher's ``Content-Type``, if any."""
-        values = self.headers.get("Content-Type")
-        return values[0] if values else None
-
     def to_json(self) -> str:
         """Serialise for storage."""
         data = dict(self.__dict__)

@@ -9,16 +9,16 @@ from functools import lru_cache
 from typing import Any
 
 from . import ids
+from .defaults import MAX_EVENT_BODY_BYTES
 from .dispatcher import Job, now_ms
 from .durations import RetryDelayExpression, default_backoff
 from .engine import Engine, Published, b64, creation_event
 from .options import CallbackConfig, PublishOptions
 from .records import DlqRecord, MessageRecord
+from .serialize import put_body
 from .store_config import get_schedule, put_schedule
 from .store_dlq import insert_dlq
 from .store_messages import add_event, delete_message, insert_message, set_retry
-
-_MAX_LOGGED_RESPONSE = 64 * 1024
 
 
 @dataclass
@@ -58,11 +58,7 @@ def retry_delay_seconds(rec: MessageRecord, result: AttemptResult) -> float:
 
 def _response_fields(result: AttemptResult) -> dict[str, Any]:
     data: dict[str, Any] = {"responseStatus": result.status, "responseHeader": result.headers}
-    body = result.body[:_MAX_LOGGED_RESPONSE]
-    try:
-        data["responseBody"] = body.decode("utf-8")
-    except UnicodeDecodeError:
-        data["responseBodyBase64"] = b64(body)
+    put_body(data, result.body[:MAX_EVENT_BODY_BYTES], "responseBody")
     if result.error:
         data["error"] = result.error
     return data

@@ -9,7 +9,8 @@ from .options import PublishOptions
 from .records import DlqRecord, MessageRecord, QueueRecord, ScheduleRecord, TopicRecord
 
 
-def _body(data: dict[str, Any], body: bytes, key: str = "body") -> None:
+def put_body(data: dict[str, Any], body: bytes, key: str = "body") -> None:
+    """``data[key]`` as text, or ``data[key + "Base64"]`` when the bytes are not UTF-8."""
     try:
         data[key] = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -57,7 +58,7 @@ def message_json(rec: MessageRecord) -> dict[str, Any]:
     ):
         if value is not None:
             data[key] = value
-    _body(data, rec.body)
+    put_body(data, rec.body)
     _common(data, rec.options)
     return data
 
@@ -68,7 +69,7 @@ def dlq_json(entry: DlqRecord) -> dict[str, Any]:
     data["dlqId"] = entry.dlq_id
     data["responseStatus"] = entry.response_status
     data["responseHeader"] = entry.response_headers
-    _body(data, entry.response_body, "responseBody")
+    put_body(data, entry.response_body, "responseBody")
     return data
 
 
@@ -95,7 +96,7 @@ def schedule_json(rec: ScheduleRecord) -> dict[str, Any]:
         "error": rec.error,
     }
     data.update({key: value for key, value in optional.items() if value is not None})
-    _body(data, rec.body)
+    put_body(data, rec.body)
     _common(data, opts)
     return data
 

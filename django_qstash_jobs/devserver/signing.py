@@ -28,13 +28,13 @@ def body_hash(body: bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(body).digest()).decode("ascii")
 
 
-def sign(key: str, url: str, body: bytes, now: float | None = None) -> str:
+def sign(key: str, url: str, body: bytes) -> str:
     """Return a JWT for a request with ``body`` to ``url``, signed with ``key``.
 
     ``iat`` is floored so that it never runs ahead of the receiver's clock (PyJWT rejects
     tokens issued in the future), and ``nbf`` is 0 as Upstash sets it, to survive clock skew.
     """
-    issued = math.floor(time.time() if now is None else now)
+    issued = math.floor(time.time())
     claims = {
         "iss": "Upstash",
         "sub": url,
