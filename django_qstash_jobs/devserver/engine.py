@@ -93,6 +93,12 @@ def creation_event(rec: MessageRecord) -> dict[str, Any]:
     return data
 
 
+def store_new(conn: sqlite3.Connection, rec: MessageRecord, now: int) -> None:
+    """Store a message that was just created, and log its CREATED event."""
+    insert_message(conn, rec)
+    add_event(conn, now, "CREATED", rec, creation_event(rec))
+
+
 class Engine:
     """Publishing, cancelling and re-publishing messages, on top of the store and dispatcher."""
 
@@ -215,8 +221,7 @@ class Engine:
                 schedule_id=schedule_id,
                 caller_ip=caller_ip,
             )
-            insert_message(conn, rec)
-            add_event(conn, now, "CREATED", rec, creation_event(rec))
+            store_new(conn, rec, now)
             records.append(rec)
         response: Any
         if dest.url is not None:
@@ -321,8 +326,7 @@ class Engine:
                     schedule_id=old.schedule_id,
                     caller_ip=old.caller_ip,
                 )
-                insert_message(conn, rec)
-                add_event(conn, now, "CREATED", rec, creation_event(rec))
+                store_new(conn, rec, now)
                 delete_dlq(conn, Where().any_of("dlq_id", [dlq_id]))
                 new_ids.append(rec.id)
                 created.append(rec)

@@ -12,13 +12,13 @@ from . import ids
 from .defaults import MAX_EVENT_BODY_BYTES
 from .dispatcher import Job, now_ms
 from .durations import RetryDelayExpression, default_backoff
-from .engine import Engine, Published, b64, creation_event
+from .engine import Engine, Published, b64, store_new
 from .options import CallbackConfig, PublishOptions
 from .records import DlqRecord, MessageRecord
 from .serialize import put_body
 from .store_config import get_schedule, put_schedule
 from .store_dlq import insert_dlq
-from .store_messages import add_event, delete_message, insert_message, set_retry
+from .store_messages import add_event, delete_message, set_retry
 
 
 @dataclass
@@ -135,11 +135,12 @@ def record_attempt(engine: Engine, job: Job, rec: MessageRecord, result: Attempt
                 add_event(conn, now, "DELIVERED", rec, _response_fields(result))
                 final_state = "SUCCESS"
         else:
-            add_event(conn, now, "ERROR", rec, _response_fields(result))
+            response = _response_fields(result)
+            add_event(conn, now, "ERROR", rec, response)
             if result.non_retryable or rec.retried >= opts.retries:
                 exists = delete_message(conn, rec.id)
                 if exists:
-                    dlq_id = _dead_letter(conn, rec, result, now)
+                    dlq_id = _dead_letter(conn, rec, result, response, now)
                     final_state = "FAIL"
                     if opts.failure_callback:
                         callbacks.append(
@@ -165,8 +166,7 @@ def record_attempt(engine: Engine, job: Job, rec: MessageRecord, result: Attempt
                 0, callback_record(rec, opts.callback, opts.callback_config, result, now, engine)
             )
         for cb in callbacks:
-            insert_message(conn, cb)
-            add_event(conn, now, "CREATED", cb, creation_event(cb))
+            store_new(conn, cb, now)
         if final_state is not None and rec.schedule_id is not None:
             _update_schedule_state(conn, rec.schedule_id, rec.id, final_state)
     # Callbacks are handed over before the job is released, so that the server never looks
@@ -176,7 +176,11 @@ def record_attempt(engine: Engine, job: Job, rec: MessageRecord, result: Attempt
 
 
 def _dead_letter(
-    conn: sqlite3.Connection, rec: MessageRecord, result: AttemptResult, now: int
+    conn: sqlite3.Connection,
+    rec: MessageRecord,
+    result: AttemptResult,
+    response: dict[str, Any],
+    now: int,
 ) -> str:
     entry = DlqRecord(
         dlq_id=ids.dlq_id(),
@@ -187,7 +191,7 @@ def _dead_letter(
         response_body=result.body,
     )
     insert_dlq(conn, entry)
-    add_event(conn, now, "FAILED", rec, {"dlqId": entry.dlq_id, **_response_fields(result)})
+    add_event(conn, now, "FAILED", rec, {"dlqId": entry.dlq_id, **response})
     return entry.dlq_id
 
 
