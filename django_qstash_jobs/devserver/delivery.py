@@ -19,7 +19,7 @@ from .defaults import MAX_RESPONSE_BODY_BYTES
 from .dispatcher import Job
 from .durations import parse_retry_after
 from .engine import Engine
-from .headers import canonical
+from .headers import add_value
 from .outcomes import AttemptResult, record_attempt
 from .records import MessageRecord
 from .signing import sign
@@ -215,8 +215,6 @@ def _send(
         conn.putheader("Accept", "*/*")
     if "connection" not in names:
         conn.putheader("Connection", "keep-alive")
-    if target.authorization is not None:
-        conn.putheader("Authorization", target.authorization)
     if "content-length" not in names and (body or method not in _NO_BODY_METHODS):
         conn.putheader("Content-Length", str(len(body)))
     # Headers and body leave in one write.
@@ -235,7 +233,9 @@ def call_destination(
         target = _target(rec.url)
         headers = delivery_headers(rec, signing_key)
         if target.authorization is not None:
-            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            # Credentials in the URL win over a forwarded Authorization header (names are
+            # canonical, so this replaces it).
+            headers["Authorization"] = target.authorization
     except ValueError as exc:
         return AttemptResult(status=0, error=f"InvalidURL: {exc}")
     conn, reused = connections.take(target)
@@ -268,7 +268,7 @@ def call_destination(
 def _result(response: http.client.HTTPResponse, body: bytes) -> AttemptResult:
     out: dict[str, list[str]] = {}
     for name, value in response.msg.items():
-        out.setdefault(canonical(name), []).append(value)
+        add_value(out, name, value)
     result = AttemptResult(status=response.status, headers=out, body=body)
     if not result.ok:
         result.non_retryable = response.status == 489 and (

@@ -237,3 +237,13 @@ def test_a_kept_connection_closed_by_the_destination_is_reopened(
         # Each attempt found its previous connection closed and succeeded on a new one.
         assert not client.dlq.list().messages
         assert all(b"Upstash-Retried: 0" in request for request in seen)
+
+
+def test_credentials_in_the_url_become_the_one_authorization_header(
+    qstash: QStash, destination: Destination
+) -> None:
+    url = destination.url("/private").replace("http://", "http://ada:s%40cret@")
+    qstash.message.publish_json(url=url, body={}, headers={"Authorization": "Bearer forwarded"})
+    (got,) = destination.wait_for(1, "/private")
+    expected = "Basic " + base64.b64encode(b"ada:s@cret").decode()
+    assert got.headers.get_all("Authorization") == [expected]
