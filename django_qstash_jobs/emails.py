@@ -16,9 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic.alias_generators import to_snake
-
 from django_qstash_jobs.dispatcher import job_dispatcher
+from django_qstash_jobs.naming import snake_case
 from django_qstash_jobs.options import EnqueueOptions, JobMetadata
 from django_qstash_jobs.registry import JOB_TYPES
 
@@ -37,7 +36,7 @@ def send_templated_email_async(
         raise TypeError(f"The payload must be a dict, not {type(payload).__name__}.")
     job: dict[str, Any] = {"template": template, "data": {}}
     for key, value in payload.items():
-        name = to_snake(key) if key != key.lower() else key
+        name = snake_case(key)
         if name in ADDRESS_KEYS:
             job[name] = value
         else:

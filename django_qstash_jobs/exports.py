@@ -31,7 +31,8 @@ from django.db import models
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
-from pydantic.alias_generators import to_snake
+
+from django_qstash_jobs.naming import snake_case
 
 if TYPE_CHECKING:
     from django_qstash_jobs.context import JobContext
@@ -74,7 +75,7 @@ class ExportDefinition:
         model = self.get_queryset().model
         resolved: dict[str, Any] = {}
         for given_name, value in filters.items():
-            name = filter_name(given_name)
+            name = snake_case(given_name)
             try:
                 lookup = self.filters[name]
             except KeyError:
@@ -127,11 +128,6 @@ def field_for(model: type[models.Model], path: str) -> models.Field[Any, Any] | 
     if walked is None or walked[0] is None or walked[1]:
         return None
     return _concrete(walked[0])
-
-
-def filter_name(given: str) -> str:
-    """The snake_case name of a filter given as ``createdAfter`` or ``created_after``."""
-    return to_snake(given) if given != given.lower() else given
 
 
 def _coerce(model: type[models.Model], lookup: str, value: Any) -> Any:

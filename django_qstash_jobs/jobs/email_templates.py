@@ -25,7 +25,8 @@ from pydantic import (
     Field,
     model_validator,
 )
-from pydantic.alias_generators import to_snake
+
+from django_qstash_jobs.naming import snake_case
 
 _validate_url = URLValidator(schemes=["http", "https"])
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -42,7 +43,7 @@ def _http_url(value: str) -> str:
 
 
 def _snake(key: Any) -> Any:
-    return to_snake(key) if isinstance(key, str) and key != key.lower() else key
+    return snake_case(key) if isinstance(key, str) else key
 
 
 def _money(value: Any) -> Any:
@@ -74,7 +75,6 @@ class EmailContext(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _snake_case_keys(cls, data: Any) -> Any:
-        # Only camelCase keys are converted: to_snake would also split "line2" into "line_2".
         if isinstance(data, dict):
             return {_snake(key): value for key, value in data.items()}
         return data
@@ -160,7 +160,7 @@ class RenderedEmail:
 
 def template_directory(template: str) -> str:
     """``passwordReset`` -> ``django_qstash_jobs/emails/password_reset``."""
-    return f"django_qstash_jobs/emails/{to_snake(template)}"
+    return f"django_qstash_jobs/emails/{snake_case(template)}"
 
 
 def render_email(template: str, data: dict[str, Any]) -> RenderedEmail:

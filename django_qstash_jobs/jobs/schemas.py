@@ -13,8 +13,9 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from django_qstash_jobs.exports import export_registry, filter_name
+from django_qstash_jobs.exports import export_registry
 from django_qstash_jobs.jobs.email_templates import validate_context
+from django_qstash_jobs.naming import snake_case
 from django_qstash_jobs.reports import report_registry
 
 EmailTemplate = Literal[
@@ -141,7 +142,7 @@ class ExportDataPayload(Payload):
         entity_type = info.data.get("entity_type")
         if entity_type is not None:
             export_registry.get(entity_type).lookups(value)
-        return {filter_name(name): filter_value for name, filter_value in value.items()}
+        return {snake_case(name): filter_value for name, filter_value in value.items()}
 
 
 class CleanupOldDataPayload(Payload):
