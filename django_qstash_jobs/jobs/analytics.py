@@ -124,8 +124,7 @@ def chart_of(types: list[TypeStatistics]) -> BarChart:
 
 def monthly_analytics(payload: GenerateReportPayload, ctx: JobContext) -> Report:
     """Jobs per type between the payload's dates, limited to the job's organisation if any."""
-    organization = ctx.metadata.get("organization_id")
-    organization_id = None if organization is None else str(organization)
+    organization_id = ctx.execution.organization_id
     # The report's own job is running and would count as one more unfinished job.
     types = statistics(
         payload.start_date,

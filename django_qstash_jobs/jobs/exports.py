@@ -76,10 +76,10 @@ def export_data(payload: ExportDataPayload, ctx: JobContext) -> dict[str, Any]:
 
 def _organization_scope(queryset: QuerySet[Any], ctx: JobContext) -> QuerySet[Any]:
     # A job enqueued for an organisation exports that organisation's jobs only.
-    organization = ctx.metadata.get("organization_id")
-    if organization is None:
+    organization_id = ctx.execution.organization_id
+    if organization_id is None:
         return queryset
-    return queryset.filter(organization_id=str(organization))
+    return queryset.filter(organization_id=organization_id)
 
 
 register_export(
