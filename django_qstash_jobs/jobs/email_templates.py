@@ -163,9 +163,12 @@ def template_directory(template: str) -> str:
     return f"django_qstash_jobs/emails/{snake_case(template)}"
 
 
-def render_email(template: str, data: dict[str, Any]) -> RenderedEmail:
-    """Render the template's subject, plain-text and HTML parts with ``data``."""
-    context = validate_context(template, data)
+def render_email(template: str, context: dict[str, Any]) -> RenderedEmail:
+    """Render the template's subject, plain-text and HTML parts.
+
+    ``context`` is what :func:`validate_context` returned (``SendEmailPayload`` calls it).
+    """
+    context = dict(context)
     context.setdefault("language_code", get_language() or settings.LANGUAGE_CODE)
     directory = template_directory(template)
     # One line: a newline in a subject is a header injection, and Django refuses it.

@@ -22,7 +22,6 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import make_msgid
 from django.core.mail.utils import DNS_NAME
 from django.template import TemplateDoesNotExist, TemplateSyntaxError
-from pydantic import ValidationError
 
 from django_qstash_jobs.context import JobContext
 from django_qstash_jobs.exceptions import EmailsNotSent, PermanentJobError
@@ -47,7 +46,7 @@ def _refused_errors() -> tuple[type[Exception], ...]:
 _REFUSED = _refused_errors()
 
 #: Rendering errors that no retry can fix.
-_BROKEN_TEMPLATE = (TemplateDoesNotExist, TemplateSyntaxError, ValidationError)
+_BROKEN_TEMPLATE = (TemplateDoesNotExist, TemplateSyntaxError)
 #: Already dealt with by an earlier attempt: never sent again.
 _SETTLED = (EmailDeliveryStatus.SENT, EmailDeliveryStatus.REJECTED, EmailDeliveryStatus.UNKNOWN)
 
