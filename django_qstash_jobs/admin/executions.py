@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.admin.views.main import ChangeList
-from django.contrib.auth import get_permission_codename, get_user_model
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -28,6 +25,7 @@ from django_qstash_jobs.admin.dashboard import (
     format_duration,
     status_badge,
 )
+from django_qstash_jobs.admin.read_only import ACTION_PLACES, ReadOnlyWithActions, pretty_json
 from django_qstash_jobs.dispatcher import job_dispatcher
 from django_qstash_jobs.exceptions import EnqueueError, JobStateError
 from django_qstash_jobs.models import CLAIMABLE_STATUSES, JobExecution, JobStatus
@@ -47,14 +45,6 @@ LARGE_FIELDS = ("payload", "metadata", "options", "result", "traceback")
 MAX_ROW_MESSAGES = 20
 #: Where the list keeps the user a row's ``user_id`` names (loaded for the page in one query).
 LISTED_USER = "_qstash_listed_user"
-
-# Django 6.1+ can also offer actions on the change form; older versions only on the list.
-_ActionLocation = getattr(admin, "ActionLocation", None)
-_ACTION_PLACES: dict[str, Any] = (
-    {"location": [_ActionLocation.CHANGE_LIST, _ActionLocation.CHANGE_FORM]}
-    if _ActionLocation is not None
-    else {}
-)
 
 
 def users_by_id(user_ids: Iterable[str]) -> dict[str, AbstractBaseUser]:
@@ -77,12 +67,6 @@ def users_by_id(user_ids: Iterable[str]) -> dict[str, AbstractBaseUser]:
     return {str(user.pk): user for user in users}
 
 
-def pretty_json(value: Any) -> SafeString:
-    """JSON indented for reading, escaped, in a ``<pre>``."""
-    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, cls=DjangoJSONEncoder)
-    return format_html('<pre class="qstash-json">{}</pre>', text)
-
-
 class JobChangeList(ChangeList):
     """The job list: large fields deferred, the page's users read in one query."""
 
@@ -99,7 +83,7 @@ class JobChangeList(ChangeList):
 
 
 @admin.register(JobExecution)
-class JobExecutionAdmin(_Base):
+class JobExecutionAdmin(ReadOnlyWithActions, _Base):
     """Job executions: read, retried or cancelled here, never edited.
 
     Only the dispatcher and the receiver write a job, so the detail page is read-only.
@@ -162,23 +146,6 @@ class JobExecutionAdmin(_Base):
     class Media:
         css = {"all": ["django_qstash_jobs/admin.css"]}
         js = ["django_qstash_jobs/job_live.js"]
-
-    # -- permissions: read-only, with actions for those who may change jobs ----------------
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Never editable: the detail page renders read-only. Retry and cancel check the
-        # change permission themselves (has_retry_permission).
-        return False
-
-    def has_retry_permission(self, request: HttpRequest) -> bool:
-        codename = get_permission_codename("change", self.opts)
-        return request.user.has_perm(f"{self.opts.app_label}.{codename}")
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return flatten_fieldsets(self.fieldsets or [])
 
     # -- list ------------------------------------------------------------------------------
 
@@ -290,8 +257,8 @@ class JobExecutionAdmin(_Base):
 
     @admin.action(
         description=gettext_lazy("Retry selected failed or cancelled jobs"),
-        permissions=["retry"],
-        **_ACTION_PLACES,
+        permissions=["operate"],
+        **ACTION_PLACES,
     )
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet[JobExecution]) -> None:
         report = _ActionReport(self, request)
@@ -326,8 +293,8 @@ class JobExecutionAdmin(_Base):
 
     @admin.action(
         description=gettext_lazy("Cancel selected jobs that have not started"),
-        permissions=["retry"],
-        **_ACTION_PLACES,
+        permissions=["operate"],
+        **ACTION_PLACES,
     )
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[JobExecution]) -> None:
         report = _ActionReport(self, request)

@@ -7,16 +7,12 @@ step with the rows.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import flatten_fieldsets
-from django.contrib.auth import get_permission_codename
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -26,6 +22,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from django_qstash_jobs import schedules
+from django_qstash_jobs.admin.read_only import ACTION_PLACES, ReadOnlyWithActions, pretty_json
 from django_qstash_jobs.cron import describe_cron
 from django_qstash_jobs.exceptions import EnqueueError, ScheduleError
 from django_qstash_jobs.models import JobSchedule
@@ -41,21 +38,13 @@ UPCOMING_RUNS = 5
 #: An action reports this many failures one by one, then sums up the rest.
 MAX_ERROR_MESSAGES = 10
 
-# Django 6.1+ can also offer actions on the change form; older versions only on the list.
-_ActionLocation = getattr(admin, "ActionLocation", None)
-_ACTION_PLACES: dict[str, Any] = (
-    {"location": [_ActionLocation.CHANGE_LIST, _ActionLocation.CHANGE_FORM]}
-    if _ActionLocation is not None
-    else {}
-)
-
 
 def _when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M %Z")
 
 
 @admin.register(JobSchedule)
-class JobScheduleAdmin(_Base):
+class JobScheduleAdmin(ReadOnlyWithActions, _Base):
     """Read-only schedules with actions; edits happen in settings or code."""
 
     list_display = [
@@ -87,27 +76,12 @@ class JobScheduleAdmin(_Base):
         (gettext_lazy("Record"), {"fields": ["created_at", "updated_at"]}),
     ]
 
-    # -- permissions: read-only, with actions for those who may change schedules -----------
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Never editable: the detail page renders read-only. The actions check the change
-        # permission themselves (has_operate_permission).
-        return False
-
-    def has_operate_permission(self, request: HttpRequest) -> bool:
-        codename = get_permission_codename("change", self.opts)
-        return request.user.has_perm(f"{self.opts.app_label}.{codename}")
+    # -- permissions: read-only (ReadOnlyWithActions), and not deleted here either ---------
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # A plain delete would leave the schedule firing on QStash: the unschedule action
         # deletes it from both.
         return False
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return flatten_fieldsets(self.fieldsets or [])
 
     # -- columns ---------------------------------------------------------------------------
 
@@ -139,8 +113,7 @@ class JobScheduleAdmin(_Base):
 
     @admin.display(description=gettext_lazy("payload"))
     def payload_json(self, obj: JobSchedule) -> SafeString:
-        text = json.dumps(obj.payload, indent=2, sort_keys=True, cls=DjangoJSONEncoder)
-        return format_html('<pre class="qstash-json">{}</pre>', text)
+        return pretty_json(obj.payload)
 
     @admin.display(description=gettext_lazy("jobs"))
     def executions_link(self, obj: JobSchedule) -> SafeString:
@@ -154,7 +127,7 @@ class JobScheduleAdmin(_Base):
     @admin.action(
         description=gettext_lazy("Sync selected schedules with QStash"),
         permissions=["operate"],
-        **_ACTION_PLACES,
+        **ACTION_PLACES,
     )
     def sync_selected(self, request: HttpRequest, queryset: QuerySet[JobSchedule]) -> None:
         self._each(request, queryset, schedules.push, _("Synced %(names)s with QStash."))
@@ -162,7 +135,7 @@ class JobScheduleAdmin(_Base):
     @admin.action(
         description=gettext_lazy("Pause selected schedules"),
         permissions=["operate"],
-        **_ACTION_PLACES,
+        **ACTION_PLACES,
     )
     def pause_selected(self, request: HttpRequest, queryset: QuerySet[JobSchedule]) -> None:
         self._each(
@@ -175,7 +148,7 @@ class JobScheduleAdmin(_Base):
     @admin.action(
         description=gettext_lazy("Resume selected schedules"),
         permissions=["operate"],
-        **_ACTION_PLACES,
+        **ACTION_PLACES,
     )
     def resume_selected(self, request: HttpRequest, queryset: QuerySet[JobSchedule]) -> None:
         self._each(
@@ -188,7 +161,7 @@ class JobScheduleAdmin(_Base):
     @admin.action(
         description=gettext_lazy("Run selected schedules now"),
         permissions=["operate"],
-        **_ACTION_PLACES,
+        **ACTION_PLACES,
     )
     def run_selected_now(self, request: HttpRequest, queryset: QuerySet[JobSchedule]) -> None:
         job_ids: list[str] = []
@@ -203,7 +176,7 @@ class JobScheduleAdmin(_Base):
     @admin.action(
         description=gettext_lazy("Unschedule selected schedules (QStash and here)"),
         permissions=["operate"],
-        **_ACTION_PLACES,
+        **ACTION_PLACES,
     )
     def unschedule_selected(self, request: HttpRequest, queryset: QuerySet[JobSchedule]) -> None:
         self._each(
