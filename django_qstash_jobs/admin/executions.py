@@ -284,10 +284,9 @@ class JobExecutionAdmin(ReadOnlyWithActions, _Base):
                 )
                 continue
             # The immediate transport has run it already; QStash leaves it queued.
-            now = JobExecution.objects.filter(job_id=job_id).values_list("status", flat=True)
             report.done(
                 _("Job %(job)s retried: now %(status)s.")
-                % {"job": job_id, "status": now.first() or _("gone")}
+                % {"job": job_id, "status": _current_status(job_id, _("gone"))}
             )
         report.send(_("Retried %(done)d of %(total)d selected jobs."))
 
@@ -333,7 +332,7 @@ def _err(job_id: str, exc: Exception) -> dict[str, str]:
 
 
 def _current_status(job_id: str, fallback: str) -> str:
-    # A cancel that lost a race reports the state that beat it, not the one read before.
+    # What an action reports is the row's state now, not the one read before it acted.
     status = JobExecution.objects.filter(job_id=job_id).values_list("status", flat=True).first()
     return status or fallback
 
