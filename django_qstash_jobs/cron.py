@@ -9,8 +9,9 @@ written, with an error that names the field.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from datetime import timezone as dt_timezone
@@ -85,6 +86,8 @@ class CronExpression:
     text: str
     fields: tuple[str, ...]
     zone_name: str | None
+    #: Each field's items, as :func:`parse_field` read them.
+    items: tuple[tuple[CronItem, ...], ...]
 
     @property
     def zone(self) -> tzinfo:
@@ -100,6 +103,13 @@ def parse_cron(cron: str) -> CronExpression:
     """Parse and check ``cron``; raise :class:`ScheduleError` naming the field that is wrong."""
     if not isinstance(cron, str):
         raise ScheduleError(f"A cron expression must be a str, not {type(cron).__name__}.")
+    return _parse_cron(cron)
+
+
+# Cached: the admin's schedule list describes each expression and works out its next run,
+# and a page shows the same few expressions again and again.
+@functools.lru_cache(maxsize=256)
+def _parse_cron(cron: str) -> CronExpression:
     text = cron.strip()
     zone_name: str | None = None
     if text.startswith(_TZ_PREFIX):
@@ -116,12 +126,13 @@ def parse_cron(cron: str) -> CronExpression:
             f"Cron expression {cron!r} has {len(fields)} fields; it needs 5: "
             "minute hour day-of-month month day-of-week."
         )
-    for value, field in zip(fields, FIELDS, strict=True):
-        parse_field(value, field)
     expression = CronExpression(
         text=" ".join(((f"{_TZ_PREFIX}{zone_name}",) if zone_name else ()) + fields),
         fields=fields,
         zone_name=zone_name,
+        items=tuple(
+            tuple(parse_field(value, field)) for value, field in zip(fields, FIELDS, strict=True)
+        ),
     )
     _check_fires(expression)
     return expression
@@ -212,9 +223,7 @@ def describe_cron(cron: str) -> str:
     only sometimes less fluent.
     """
     expression = parse_cron(cron)
-    minute, hour, day, month, weekday = (
-        parse_field(value, field) for value, field in zip(expression.fields, FIELDS, strict=True)
-    )
+    minute, hour, day, month, weekday = expression.items
     when, at_times = _describe_time(minute, hour, expression.fields[:2])
     days = _describe_days(day, month, weekday, expression.fields[2:], at_times=at_times)
     if days:
@@ -227,7 +236,7 @@ def describe_cron(cron: str) -> str:
 
 
 def _describe_time(
-    minute: list[CronItem], hour: list[CronItem], raw: tuple[str, ...]
+    minute: Sequence[CronItem], hour: Sequence[CronItem], raw: tuple[str, ...]
 ) -> tuple[str, bool]:
     """The time-of-day part, and whether it names exact times (so "every day" reads well)."""
     minute_step = _every(minute)
@@ -254,7 +263,7 @@ def _describe_time(
     return f"At minute {raw[0]} past hour {raw[1]}", True
 
 
-def _hours(hour: list[CronItem], raw: str) -> str:
+def _hours(hour: Sequence[CronItem], raw: str) -> str:
     if len(hour) == 1 and hour[0].step is None and hour[0].start is not None:
         first = hour[0].start
         last = first if hour[0].end is None else hour[0].end
@@ -263,9 +272,9 @@ def _hours(hour: list[CronItem], raw: str) -> str:
 
 
 def _describe_days(
-    day: list[CronItem],
-    month: list[CronItem],
-    weekday: list[CronItem],
+    day: Sequence[CronItem],
+    month: Sequence[CronItem],
+    weekday: Sequence[CronItem],
     raw: tuple[str, ...],
     *,
     at_times: bool,
@@ -294,7 +303,7 @@ def _day_name(number: int) -> str:
     return _DAY_NAMES[number % 7]
 
 
-def _values(items: list[CronItem], raw: str, name: Callable[[int], str]) -> str:
+def _values(items: Sequence[CronItem], raw: str, name: Callable[[int], str]) -> str:
     if any(item.step is not None or item.start is None for item in items):
         return raw
     words = [
@@ -305,7 +314,7 @@ def _values(items: list[CronItem], raw: str, name: Callable[[int], str]) -> str:
     return _join(words)
 
 
-def _every(items: list[CronItem]) -> int | None:
+def _every(items: Sequence[CronItem]) -> int | None:
     """``n`` for a field that is exactly ``*/n``, else None."""
     if len(items) == 1 and items[0].start is None and items[0].step is not None:
         return items[0].step

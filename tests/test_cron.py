@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from django_qstash_jobs.cron import describe_cron, next_runs, validate_cron
+from django_qstash_jobs.cron import _parse_cron, describe_cron, next_runs, validate_cron
 from django_qstash_jobs.exceptions import ScheduleError
 from django_qstash_jobs.models import JobSchedule
 
@@ -196,3 +196,18 @@ def test_common_patterns_are_described_in_words(cron: str, description: str) -> 
 def test_describing_a_bad_expression_raises() -> None:
     with pytest.raises(ScheduleError):
         describe_cron("61 * * * *")
+
+
+@pytest.mark.parametrize("cron", [None, ["0", "2", "*", "*", "*"], 5])
+def test_a_cron_that_is_not_text_is_refused_by_its_type(cron: object) -> None:
+    with pytest.raises(ScheduleError, match=f"must be a str, not {type(cron).__name__}"):
+        validate_cron(cron)  # type: ignore[arg-type]
+
+
+def test_an_expression_is_read_once_however_often_it_is_described() -> None:
+    describe_cron("15 3 * * 1-5")
+    before = _parse_cron.cache_info().hits
+    for _ in range(3):
+        describe_cron("15 3 * * 1-5")
+        next_runs("15 3 * * 1-5", 1)
+    assert _parse_cron.cache_info().hits == before + 6
