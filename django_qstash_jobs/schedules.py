@@ -69,13 +69,7 @@ class ScheduleDefinition:
 
     def row_values(self) -> dict[str, Any]:
         """The ``JobSchedule`` fields this definition sets."""
-        return {
-            "job_type": self.job_type,
-            "cron": self.cron,
-            "payload": self.payload,
-            "user_id": self.user_id,
-            "organization_id": self.organization_id,
-        }
+        return {key: getattr(self, key) for key in _ROW_FIELDS}
 
 
 def define(
@@ -145,11 +139,15 @@ def owns(remote: RemoteSchedule) -> bool:
 
 def outgoing(row: JobSchedule) -> OutgoingSchedule:
     """The schedule QStash should hold for ``row``."""
+    return _outgoing(row.schedule_id, row.job_type, row.cron)
+
+
+def _outgoing(schedule_id: str, job_type: str, cron: str) -> OutgoingSchedule:
     return OutgoingSchedule(
-        schedule_id=row.schedule_id,
-        job_type=row.job_type,
-        cron=row.cron,
-        max_retries=registry.max_retries(row.job_type),
+        schedule_id=schedule_id,
+        job_type=job_type,
+        cron=cron,
+        max_retries=registry.max_retries(job_type),
     )
 
 
@@ -427,7 +425,9 @@ def plan_sync() -> SyncPlan:
             )
             continue
         schedule_id = row.schedule_id if row is not None else schedule_id_for(name)
-        plan.actions.append(_plan_kept(name, row, definition, remote.pop(schedule_id, None)))
+        plan.actions.append(
+            _plan_kept(name, schedule_id, row, definition, remote.pop(schedule_id, None))
+        )
     for schedule in remote.values():
         if owns(schedule):
             plan.actions.append(
@@ -447,6 +447,7 @@ def plan_sync() -> SyncPlan:
 
 def _plan_kept(
     name: str,
+    schedule_id: str,
     row: JobSchedule | None,
     definition: ScheduleDefinition | None,
     remote: RemoteSchedule | None,
@@ -462,13 +463,7 @@ def _plan_kept(
             wanted["paused"] = definition.paused
     wanted.setdefault("paused", False)
     changed = [key for key in wanted if row is not None and current.get(key) != wanted[key]]
-    schedule_id = row.schedule_id if row is not None else schedule_id_for(name)
-    desired = OutgoingSchedule(
-        schedule_id=schedule_id,
-        job_type=wanted["job_type"],
-        cron=wanted["cron"],
-        max_retries=registry.max_retries(wanted["job_type"]),
-    )
+    desired = _outgoing(schedule_id, wanted["job_type"], wanted["cron"])
     remote_changes = _remote_differences(desired, remote)
     upsert = bool(remote_changes)
     set_paused: bool | None = wanted["paused"] if upsert else None
