@@ -61,10 +61,10 @@ class QStashTransport(BaseTransport):
             self.client.message.cancel(message_id)
         except QStashError as exc:
             # Delivered or expired messages are gone from QStash: nothing left to cancel.
-            if "status: 404" not in str(exc):
+            if not _is_not_found(exc):
                 raise EnqueueError(f"QStash refused to cancel message {message_id}: {exc}") from exc
         except httpx.HTTPError as exc:
-            raise EnqueueError(f"QStash could not be reached at {self.config.url}: {exc}") from exc
+            raise EnqueueError(f"{self._unreachable(exc)}.") from exc
 
     def upsert_schedule(self, schedule: OutgoingSchedule) -> None:
         if not self.config.receiver_url:
@@ -109,14 +109,11 @@ class QStashTransport(BaseTransport):
         try:
             return call()
         except QStashError as exc:
-            if "status: 404" in str(exc):
+            if _is_not_found(exc):
                 raise ScheduleNotFound(f"QStash has no such schedule ({what}): {exc}") from exc
             raise ScheduleError(f"QStash refused to {what}: {exc}") from exc
         except httpx.HTTPError as exc:
-            raise ScheduleError(
-                f"QStash could not be reached at {self.config.url} to {what} "
-                f"({exc.__class__.__name__}: {exc})."
-            ) from exc
+            raise ScheduleError(f"{self._unreachable(exc)}, to {what}.") from exc
 
     def _publish_one(self, message: OutgoingMessage) -> str:
         try:
@@ -163,13 +160,13 @@ class QStashTransport(BaseTransport):
             arguments["deduplication_id"] = options.deduplication_id
         return arguments
 
+    def _unreachable(self, exc: Exception) -> str:
+        return f"QStash could not be reached at {self.config.url} ({exc.__class__.__name__}: {exc})"
+
     def _error(self, exc: Exception, messages: Sequence[OutgoingMessage]) -> EnqueueError:
         job_ids = [message.job_id for message in messages]
         if isinstance(exc, httpx.HTTPError):
-            reason = (
-                f"QStash could not be reached at {self.config.url} "
-                f"({exc.__class__.__name__}: {exc})"
-            )
+            reason = self._unreachable(exc)
         else:
             reason = f"QStash refused the publish ({exc})"
         return EnqueueError(
@@ -193,3 +190,8 @@ def _remote(schedule: Schedule) -> RemoteSchedule:
         retries=schedule.retries,
         paused=schedule.paused,
     )
+
+
+def _is_not_found(exc: QStashError) -> bool:
+    # The SDK reports the HTTP status only in its message.
+    return "status: 404" in str(exc)
