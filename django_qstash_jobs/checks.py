@@ -9,6 +9,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.urls import NoReverseMatch, reverse
 
 from django_qstash_jobs.conf import DEFAULTS, get_config
+from django_qstash_jobs.options import is_absolute_http_url
 from django_qstash_jobs.transports import TRANSPORTS
 
 _DOCS_HINT = "Set it in settings.QSTASH_JOBS or in the {env} environment variable."
@@ -89,8 +90,7 @@ def _check_receiver_url(url: str | None, *, required: bool) -> list[CheckMessage
                 id="django_qstash_jobs.E004",
             )
         ]
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if not is_absolute_http_url(url):
         return [
             Error(
                 f"The receiver URL {url!r} is not an absolute http(s) URL.",
@@ -109,7 +109,7 @@ def _check_receiver_url(url: str | None, *, required: bool) -> list[CheckMessage
                 id="django_qstash_jobs.W001",
             )
         ]
-    if not parts.path.endswith(path):
+    if not urlsplit(url).path.endswith(path):
         return [
             Warning(
                 f"The receiver URL {url!r} does not end with the receiver's path {path!r}.",

@@ -158,11 +158,18 @@ def _delay_seconds(delay: Any) -> int:
     return int(-(-milliseconds // 1000))
 
 
+def is_absolute_http_url(value: Any) -> bool:
+    """Whether ``value`` is an http:// or https:// URL with a host, as QStash needs."""
+    if not isinstance(value, str):
+        return False
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
 def _url(value: Any, name: str) -> str | None:
     if value is None:
         return None
-    parts = urlsplit(value) if isinstance(value, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+    if not is_absolute_http_url(value):
         raise ValueError(f"options[{name!r}] must be an absolute http:// or https:// URL.")
     return str(value)
 
