@@ -93,7 +93,7 @@ def enqueue_on(
         arguments = {"sender": sender, **kwargs}
         job_dispatcher.enqueue(
             job_type,
-            build(payload, arguments) or {},
+            build(payload, arguments),
             build(metadata, arguments),
             build(options, arguments),
         )

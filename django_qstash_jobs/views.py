@@ -101,11 +101,13 @@ def _delivery(request: HttpRequest) -> Delivery | None:
     except ValueError:
         return None
     job_id = body.get("job_id") if isinstance(body, dict) else None
+    if not (isinstance(job_id, str) and job_id):
+        job_id = None
     schedule_id = request.headers.get("Upstash-Schedule-Id")
-    if not (isinstance(job_id, str) and job_id) and not schedule_id:
+    if job_id is None and not schedule_id:
         return None
     return Delivery(
-        job_id=job_id if isinstance(job_id, str) and job_id else None,
+        job_id=job_id,
         message_id=request.headers.get("Upstash-Message-Id"),
         retried=max(0, retried),
         schedule_id=schedule_id,

@@ -67,3 +67,16 @@ def test_a_bad_payload_raises_in_the_code_that_saved() -> None:
             Article.objects.create(title="x")
     finally:
         post_save.disconnect(receiver, sender=Article, dispatch_uid="test-bad-payload")
+
+
+def test_a_payload_that_is_not_a_dict_is_refused_not_emptied() -> None:
+    # "inspect" takes any dict; a list from the builder is a mistake to report, not {}.
+    receiver = enqueue_on(
+        post_save, Article, "inspect", payload=lambda **kwargs: [], dispatch_uid="test-list"
+    )
+    try:
+        with pytest.raises(ValueError, match="must be a dict, not list"):
+            Article.objects.create(title="x")
+    finally:
+        post_save.disconnect(receiver, sender=Article, dispatch_uid="test-list")
+    assert not JobExecution.objects.exists()
