@@ -10,6 +10,7 @@ module raises ``ImportError`` saying so.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import timedelta
@@ -133,7 +134,7 @@ class QStashBackend(BaseTaskBackend):
             ]
         messages: list[CheckMessage] = []
         try:
-            self._options()
+            self._options  # noqa: B018 - reading it checks it
         except ImproperlyConfigured as exc:
             messages.append(Error(str(exc), id="django_qstash_jobs.tasks.E002"))
         config = get_config()
@@ -156,8 +157,12 @@ class QStashBackend(BaseTaskBackend):
             )
         return messages
 
+    @functools.cached_property
     def _options(self) -> dict[str, Any]:
-        """The backend's ``OPTIONS``, checked; ``ImproperlyConfigured`` names what is wrong."""
+        """The backend's ``OPTIONS``, checked; ``ImproperlyConfigured`` names what is wrong.
+
+        Checked once: they are fixed for the backend's life (a failed check is not kept).
+        """
         options = dict(self.options)
         what = f"TASKS[{self.alias!r}]['OPTIONS']"
         try:
@@ -169,7 +174,7 @@ class QStashBackend(BaseTaskBackend):
 
     def _options_for(self, task: Task) -> dict[str, Any]:
         """The enqueue options of one task: the backend's, its retries, its run_after."""
-        options = self._options()
+        options = dict(self._options)
         retries = getattr(task, "retries", None)
         if retries is not None:
             options["retries"] = retries
