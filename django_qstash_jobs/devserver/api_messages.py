@@ -7,7 +7,7 @@ from urllib.parse import unquote
 
 from .context import Context, body_filters, filters, int_param, query_filters
 from .db import Where
-from .destinations import Destination, check_name, parse_destination, split_query
+from .destinations import Destination, check_name, parse_destination, read_publish
 from .engine import Published
 from .errors import bad_request, not_found
 from .headers import Headers
@@ -31,11 +31,6 @@ _CANCEL_FILTERS = {
 _CANCEL_NAMES = [*_CANCEL_FILTERS, "fromDate", "toDate"]
 
 
-def _read_publish(request: Request, raw_dest: str) -> tuple[Destination, Headers]:
-    own_query, config, _token = split_query(request.query)
-    return parse_destination(raw_dest, own_query), request.headers.merged(config)
-
-
 def _options(ctx: Context, headers: Headers) -> PublishOptions:
     return parse_options(headers, ctx.engine.config.default_retries)
 
@@ -49,13 +44,13 @@ def register(router: Router, ctx: Context) -> None:
     engine = ctx.engine
 
     def publish(request: Request, args: dict[str, str]) -> Response:
-        dest, headers = _read_publish(request, args["dest"])
+        dest, headers = read_publish(request, args["dest"])
         opts = _options(ctx, headers)
         return _answer(engine.publish(dest, request.body, opts, caller_ip=request.client_ip))
 
     def enqueue(request: Request, args: dict[str, str]) -> Response:
         queue = check_name("queue name", unquote(args["queue"]))
-        dest, headers = _read_publish(request, args["dest"])
+        dest, headers = read_publish(request, args["dest"])
         opts = _options(ctx, headers)
         item = engine.publish(dest, request.body, opts, queue=queue, caller_ip=request.client_ip)
         return _answer(item)

@@ -7,7 +7,7 @@ from urllib.parse import unquote
 from . import ids
 from .context import Context
 from .cron import parse_cron
-from .destinations import check_name, parse_destination, split_query
+from .destinations import check_name, read_publish
 from .dispatcher import now_ms
 from .errors import bad_request, not_found
 from .httpd import Request, Response, json_response
@@ -27,9 +27,7 @@ def register(router: Router, ctx: Context) -> None:
     scheduler = ctx.scheduler
 
     def create(request: Request, args: dict[str, str]) -> Response:
-        own_query, config, _token = split_query(request.query)
-        dest = parse_destination(args["dest"], own_query)
-        headers = request.headers.merged(config)
+        dest, headers = read_publish(request, args["dest"])
         cron = headers.get("Upstash-Cron")
         if not cron or not cron.strip():
             raise bad_request("Upstash-Cron header is required")

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from .errors import bad_request, not_found
 from .options import check_url
+
+if TYPE_CHECKING:
+    from .headers import Headers
+    from .httpd import Request
 
 _NAME_MAX = 200
 NAME = re.compile(rf"^[A-Za-z0-9._-]{{1,{_NAME_MAX}}}$")
@@ -83,3 +88,9 @@ def check_name(kind: str, name: str) -> str:
             f"invalid {kind} {name!r}: only alphanumerics, '-', '_' and '.' are allowed"
         )
     return name
+
+
+def read_publish(request: Request, raw_dest: str) -> tuple[Destination, Headers]:
+    """A publish's destination, and its headers with the ``upstash-*`` query parameters."""
+    own_query, config, _token = split_query(request.query)
+    return parse_destination(raw_dest, own_query), request.headers.merged(config)

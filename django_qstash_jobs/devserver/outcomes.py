@@ -16,7 +16,7 @@ from .engine import Engine, Published, b64, store_new
 from .options import CallbackConfig, PublishOptions
 from .records import DlqRecord, MessageRecord
 from .serialize import put_body
-from .store_config import get_schedule, put_schedule
+from .store_config import set_last_state
 from .store_dlq import insert_dlq
 from .store_messages import add_event, delete_message, set_retry
 
@@ -168,7 +168,7 @@ def record_attempt(engine: Engine, job: Job, rec: MessageRecord, result: Attempt
         for cb in callbacks:
             store_new(conn, cb, now)
         if final_state is not None and rec.schedule_id is not None:
-            _update_schedule_state(conn, rec.schedule_id, rec.id, final_state)
+            set_last_state(conn, rec.schedule_id, rec.id, final_state)
     # Callbacks are handed over before the job is released, so that the server never looks
     # idle in between.
     engine.commit([Published(None, callbacks)])
@@ -193,12 +193,3 @@ def _dead_letter(
     insert_dlq(conn, entry)
     add_event(conn, now, "FAILED", rec, {"dlqId": entry.dlq_id, **response})
     return entry.dlq_id
-
-
-def _update_schedule_state(
-    conn: sqlite3.Connection, schedule_id: str, message_id: str, state: str
-) -> None:
-    schedule = get_schedule(conn, schedule_id)
-    if schedule is not None and message_id in schedule.last_states:
-        schedule.last_states[message_id] = state
-        put_schedule(conn, schedule)

@@ -45,6 +45,22 @@ def put_schedule(conn: sqlite3.Connection, rec: ScheduleRecord) -> None:
     )
 
 
+def set_last_state(conn: sqlite3.Connection, schedule_id: str, message_id: str, state: str) -> None:
+    """Record how the schedule's latest firing ``message_id`` ended, if it is still the latest.
+
+    Only that column is read and written: the rest of the row may be large (its body).
+    """
+    row = conn.execute("SELECT last_states FROM schedules WHERE id = ?", (schedule_id,)).fetchone()
+    if row is None:
+        return
+    states = json.loads(row[0])
+    if message_id in states:
+        states[message_id] = state
+        conn.execute(
+            "UPDATE schedules SET last_states = ? WHERE id = ?", (json.dumps(states), schedule_id)
+        )
+
+
 def _schedule(row: tuple[Any, ...]) -> ScheduleRecord:
     return ScheduleRecord(
         id=row[0],
@@ -100,21 +116,19 @@ def _queue(row: tuple[Any, ...]) -> QueueRecord:
     )
 
 
+_SELECT_QUEUES = "SELECT name, parallelism, paused, created_ms, updated_ms FROM queues"
+_SELECT_TOPICS = "SELECT name, created_ms, updated_ms, endpoints FROM topics"
+
+
 def get_queue(conn: sqlite3.Connection, name: str) -> QueueRecord | None:
     """Return one queue."""
-    row = conn.execute(
-        "SELECT name, parallelism, paused, created_ms, updated_ms FROM queues WHERE name = ?",
-        (name,),
-    ).fetchone()
+    row = conn.execute(_SELECT_QUEUES + " WHERE name = ?", (name,)).fetchone()
     return _queue(row) if row else None
 
 
 def list_queues(conn: sqlite3.Connection) -> list[QueueRecord]:
     """Return every queue by name."""
-    rows = conn.execute(
-        "SELECT name, parallelism, paused, created_ms, updated_ms FROM queues ORDER BY name"
-    )
-    return [_queue(row) for row in rows]
+    return [_queue(row) for row in conn.execute(_SELECT_QUEUES + " ORDER BY name")]
 
 
 def delete_queue(conn: sqlite3.Connection, name: str) -> bool:
@@ -132,16 +146,17 @@ def put_topic(conn: sqlite3.Connection, rec: TopicRecord) -> None:
 
 def get_topic(conn: sqlite3.Connection, name: str) -> TopicRecord | None:
     """Return one URL group."""
-    row = conn.execute(
-        "SELECT name, created_ms, updated_ms, endpoints FROM topics WHERE name = ?", (name,)
-    ).fetchone()
-    return TopicRecord(row[0], row[1], row[2], json.loads(row[3])) if row else None
+    row = conn.execute(_SELECT_TOPICS + " WHERE name = ?", (name,)).fetchone()
+    return _topic(row) if row else None
 
 
 def list_topics(conn: sqlite3.Connection) -> list[TopicRecord]:
     """Return every URL group by name."""
-    rows = conn.execute("SELECT name, created_ms, updated_ms, endpoints FROM topics ORDER BY name")
-    return [TopicRecord(row[0], row[1], row[2], json.loads(row[3])) for row in rows]
+    return [_topic(row) for row in conn.execute(_SELECT_TOPICS + " ORDER BY name")]
+
+
+def _topic(row: tuple[Any, ...]) -> TopicRecord:
+    return TopicRecord(row[0], row[1], row[2], json.loads(row[3]))
 
 
 def delete_topic(conn: sqlite3.Connection, name: str) -> bool:
