@@ -83,7 +83,8 @@ def filters(
 
 def query_filters(request: Request, names: list[str]) -> dict[str, list[str]]:
     """Read the listed filters from the query string."""
-    return {name: request.param_list(name) for name in names if request.param_list(name)}
+    found = {name: request.param_list(name) for name in names}
+    return {name: values for name, values in found.items() if values}
 
 
 def body_filters(data: dict[str, Any], names: list[str]) -> dict[str, list[str]]:

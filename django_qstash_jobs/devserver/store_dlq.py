@@ -26,7 +26,7 @@ _DELETE = "DELETE FROM dlq"
 def insert_dlq(conn: sqlite3.Connection, rec: DlqRecord) -> None:
     """Store a failed message with its last response."""
     msg = rec.message
-    cur = conn.execute(
+    conn.execute(
         "INSERT INTO dlq (dlq_id, message_id, url, topic, endpoint, queue, schedule_id, caller_ip,"
         " label, flow_key, created_ms, not_before_ms, failed_ms, retried, options, body,"
         " response_status, response_headers, response_body)"
@@ -53,7 +53,6 @@ def insert_dlq(conn: sqlite3.Connection, rec: DlqRecord) -> None:
             rec.response_body,
         ),
     )
-    rec.seq = int(cur.lastrowid or 0)
 
 
 def _record(row: tuple[Any, ...]) -> DlqRecord:

@@ -25,8 +25,8 @@ _SELECT_EVENTS = (
 )
 
 
-def insert_message(conn: sqlite3.Connection, rec: MessageRecord) -> int:
-    """Insert a message and return its sequence number (its FIFO position)."""
+def insert_message(conn: sqlite3.Connection, rec: MessageRecord) -> None:
+    """Insert a message and set its sequence number (its FIFO position)."""
     cur = conn.execute(
         "INSERT INTO messages (id, url, topic, endpoint, queue, schedule_id, caller_ip, label,"
         " flow_key, created_ms, not_before_ms, due_ms, retried, options, body)"
@@ -50,7 +50,6 @@ def insert_message(conn: sqlite3.Connection, rec: MessageRecord) -> int:
         ),
     )
     rec.seq = int(cur.lastrowid or 0)
-    return rec.seq
 
 
 def _message(row: tuple[Any, ...]) -> MessageRecord:
