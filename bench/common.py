@@ -34,8 +34,8 @@ def setup_django(database: str, workdir: Path, settings_module: str = "tests.set
         os.environ["TEST_DB"] = "postgres"
         os.environ.setdefault("PGDATABASE", "qstash_jobs_bench")
         subprocess.run(
-            ["psql", "-h", os.environ.get("PGHOST", "127.0.0.1"), "-U", "postgres",
-             "-d", "postgres",
+            ["psql", "-h", os.environ.get("PGHOST", "127.0.0.1"),
+             "-U", os.environ.get("PGUSER", "postgres"), "-d", "postgres",
              "-qc", f"DROP DATABASE IF EXISTS {os.environ['PGDATABASE']}",
              "-c", f"CREATE DATABASE {os.environ['PGDATABASE']}"],
             check=True, capture_output=True,
