@@ -2,8 +2,9 @@
 
 Each is one statement where the ORM would need two, or would spend longer compiling a CASE or a
 conditional UPDATE than the database spends running it (see bench/enqueue.py and
-bench/receiver.py). They use only standard SQL plus RETURNING, which PostgreSQL and SQLite 3.35+
-support; elsewhere the claim falls back to the ORM.
+bench/receiver.py). They use only standard SQL plus RETURNING and UPDATE ... FROM, which
+PostgreSQL and SQLite 3.35+ support; elsewhere (MySQL, older SQLite) each falls back to the ORM
+or to plain UPDATEs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connections, router
+from django.db import connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F, Field, Q, Value
 from django.db.models.functions import Coalesce
@@ -56,6 +57,7 @@ def claim(job_id: str, lease_seconds: int) -> JobExecution | None:
 
 
 def _supports_returning(connection: BaseDatabaseWrapper) -> bool:
+    """Whether the hand-written SQL runs here: RETURNING, and UPDATE ... FROM (SQLite 3.33+)."""
     return connection.vendor == "postgresql" or (
         connection.vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35)
     )
@@ -233,6 +235,9 @@ def insert(execution: JobExecution) -> None:
     the signal for a recorded job.
     """
     connection = _connection()
+    if not _supports_returning(connection):
+        _insert_with_the_orm(execution, connection.alias)
+        return
     sql, fields = _insert_statement(connection.alias)
     values = [
         field.get_db_prep_save(field.pre_save(execution, True), connection) for field in fields
@@ -242,6 +247,15 @@ def insert(execution: JobExecution) -> None:
         execution.pk = cursor.fetchone()[0]
     execution._state.adding = False
     execution._state.db = connection.alias
+
+
+def _insert_with_the_orm(execution: JobExecution, alias: str) -> None:
+    # bulk_create, like the statement above, sends no model signals. Where it cannot return the
+    # new key (MySQL, SQLite before 3.35) the key is read back by the job id, which is unique.
+    JobExecution.objects.using(alias).bulk_create([execution])
+    if execution.pk is None:
+        rows = JobExecution.objects.using(alias).filter(job_id=execution.job_id)
+        execution.pk = rows.values_list("pk", flat=True).get()
 
 
 @functools.cache
@@ -269,6 +283,12 @@ def mark_many_published(pairs: Sequence[tuple[str, str]], now: datetime) -> None
     publishing the batch; a VALUES list joined by UPDATE ... FROM is one plain statement.
     """
     connection = _connection()
+    if not _supports_returning(connection):
+        # No UPDATE ... FROM here: one plain UPDATE per row, committed together.
+        with transaction.atomic(using=connection.alias):
+            for job_id, message_id in pairs:
+                mark_one_published(job_id, message_id, now)
+        return
     quote = connection.ops.quote_name
     table = quote(JobExecution._meta.db_table)
     updated_at = _field("updated_at")[0].get_db_prep_value(now, connection)

@@ -288,3 +288,54 @@ def test_enqueue_error_is_the_base_of_validation_errors() -> None:
         job_dispatcher.enqueue("echo", {})
     with pytest.raises(EnqueueError):
         job_dispatcher.enqueue("missing", {})
+
+
+@pytest.fixture
+def without_returning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database as MySQL or SQLite before 3.35 are: no RETURNING, no UPDATE ... FROM."""
+    from django_qstash_jobs import statements
+
+    monkeypatch.setattr(statements, "_supports_returning", lambda connection: False)
+    monkeypatch.setattr(connection.features, "can_return_rows_from_bulk_insert", False)
+
+
+@pytest.mark.usefixtures("without_returning")
+def test_without_returning_enqueue_still_knows_the_rows_key() -> None:
+    enqueued: list[JobExecution] = []
+
+    def on_enqueued(sender: object, execution: JobExecution, **kwargs: object) -> None:
+        enqueued.append(execution)
+
+    job_enqueued.connect(on_enqueued)
+    try:
+        job_id = job_dispatcher.enqueue("echo", {"message": "x"})
+    finally:
+        job_enqueued.disconnect(on_enqueued)
+
+    execution = JobExecution.objects.get()
+    assert [(row.pk, row.job_id) for row in enqueued] == [(execution.pk, job_id)]
+    assert execution.status == JobStatus.COMPLETED
+    assert execution.message_id and execution.message_id.startswith("msg_")
+
+
+@pytest.mark.usefixtures("without_returning")
+def test_without_update_from_a_batch_is_still_marked_published() -> None:
+    from django.utils import timezone
+
+    from django_qstash_jobs import statements
+
+    rows = [JobExecution(job_type="echo") for _ in range(3)]
+    for row in rows:
+        statements.insert(row)
+    JobExecution.objects.filter(pk=rows[2].pk).update(status=JobStatus.RUNNING)
+
+    statements.mark_many_published(
+        [(row.job_id, f"msg_{index}") for index, row in enumerate(rows)], timezone.now()
+    )
+
+    marked = JobExecution.objects.order_by("pk").values_list("pk", "status", "message_id")
+    assert list(marked) == [
+        (rows[0].pk, JobStatus.QUEUED, "msg_0"),
+        (rows[1].pk, JobStatus.QUEUED, "msg_1"),
+        (rows[2].pk, JobStatus.RUNNING, "msg_2"),  # the receiver's state wins
+    ]
