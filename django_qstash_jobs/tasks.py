@@ -22,7 +22,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 from pydantic import ValidationError
 
-from django_qstash_jobs import outbox, signals
+from django_qstash_jobs import outbox, signals, statements
 from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.dispatcher import job_dispatcher
 from django_qstash_jobs.exceptions import PermanentJobError
@@ -100,7 +100,7 @@ class QStashBackend(BaseTaskBackend):
             run_after=task.run_after,
         )
         execution = job_dispatcher._prepare(DJANGO_TASK, payload, None, self._options_for(task))
-        execution.save(force_insert=True)
+        statements.insert(execution)
         result = task_result(execution, task)
         signals.send_lifecycle(signals.job_enqueued, execution)
         # Before the publish: the immediate transport runs the task inside it, and Django's

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
+from django.db.models.signals import post_save
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -200,17 +201,23 @@ def test_enqueue_records_a_django_task_job_and_runs_it(tasks: ModuleType) -> Non
     assert result.started_at <= result.finished_at
 
 
-def test_enqueue_sends_the_job_enqueued_signal_of_any_job(tasks: ModuleType) -> None:
+def test_enqueue_sends_the_signals_of_any_job(tasks: ModuleType) -> None:
     recorded: list[str] = []
 
     def receiver(execution: JobExecution, **kwargs: Any) -> None:
         recorded.append(execution.job_type)
 
+    def saved(instance: JobExecution, **kwargs: Any) -> None:
+        recorded.append(f"post_save {instance.status}")
+
     job_enqueued.connect(receiver)
+    post_save.connect(saved, sender=JobExecution)
     try:
         tasks.add.enqueue(1, 2)
     finally:
         job_enqueued.disconnect(receiver)
+        post_save.disconnect(saved, sender=JobExecution)
+    # Like every job's row, a task's is written without model signals: job_enqueued is the one.
     assert recorded == ["django_task"]
 
 
