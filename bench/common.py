@@ -124,12 +124,30 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of the processes, from /proc."""
+    """User + system CPU of the processes, from /proc (a process that is gone counts for 0)."""
     total = 0
     for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])
     return total / CLOCK_TICKS
+
+
+def pids_named(command: str) -> list[int]:
+    """Every process whose command name is ``command`` (such as PostgreSQL's backends)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                name = (entry / "comm").read_text().strip()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if name == command:
+                pids.append(int(entry.name))
+    return pids
 
 
 def worker_pids(master: int) -> list[int]:

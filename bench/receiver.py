@@ -34,6 +34,7 @@ from common import (
     ROOT,
     cpu_seconds,
     free_port,
+    pids_named,
     scratch_dir,
     setup_django,
     start_gunicorn,
@@ -55,6 +56,8 @@ class Contender:
     prepare: Callable[[int], list[tuple[bytes, dict[str, str]]]]
     seconds: float = 0.0
     cpu: float = 0.0
+    #: PostgreSQL's CPU, all its processes: the database's share of each delivery.
+    database_cpu: float = 0.0
     sent: int = 0
     failures: int = 0
     statuses: set[int] = field(default_factory=set)
@@ -66,6 +69,10 @@ class Contender:
     @property
     def cpu_per_request(self) -> float:
         return self.cpu / self.sent
+
+    @property
+    def database_cpu_per_request(self) -> float:
+        return self.database_cpu / self.sent
 
 
 def main() -> int:
@@ -141,11 +148,14 @@ def main() -> int:
         for _ in range(arguments.rounds):
             for contender in contenders:
                 batch = contender.prepare(per_round)
+                database = pids_named("postgres") if arguments.db == "postgres" else []
                 cpu_before = cpu_seconds(workers)
+                database_before = cpu_seconds(database)
                 started = time.perf_counter()
                 statuses = send(port, contender.path, batch, arguments.concurrency)
                 contender.seconds += time.perf_counter() - started
                 contender.cpu += cpu_seconds(workers) - cpu_before
+                contender.database_cpu += cpu_seconds(database) - database_before
                 contender.sent += len(batch)
                 contender.failures += sum(1 for status in statuses if status != 200)
                 contender.statuses.update(statuses)
@@ -155,10 +165,12 @@ def main() -> int:
     bare_view = contenders[0]
     print(f"database: {arguments.db}; gunicorn 2 sync workers; {arguments.requests} deliveries "
           f"each in {arguments.rounds} rounds; {arguments.concurrency} connections")  # fmt: skip
-    print(f"{'contender':<16}{'req/s':>8}{'cpu ms/req':>12}{'rate vs bare':>14}{'cpu vs bare':>13}")
+    print(f"{'contender':<16}{'req/s':>8}{'cpu ms/req':>12}{'db cpu ms/req':>15}"
+          f"{'rate vs bare':>14}{'cpu vs bare':>13}")  # fmt: skip
     for contender in contenders:
         print(
             f"{contender.name:<16}{contender.rate:>8.0f}{contender.cpu_per_request * 1e3:>12.2f}"
+            f"{contender.database_cpu_per_request * 1e3:>15.2f}"
             f"{contender.rate / bare_view.rate:>13.2f}x"
             f"{contender.cpu_per_request / bare_view.cpu_per_request:>12.2f}x"
             + (f"  ({contender.failures} non-200: {sorted(contender.statuses)})"
