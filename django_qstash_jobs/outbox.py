@@ -7,8 +7,9 @@ row stays ``pending``, and :func:`republish_pending` (``manage.py republish_jobs
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from django.db import DatabaseError, router, transaction
@@ -27,12 +28,26 @@ logger = logging.getLogger("django_qstash_jobs")
 
 def outgoing(execution: JobExecution) -> OutgoingMessage:
     """The message that carries ``execution`` to the receiver."""
+    options = PublishOptions.from_json(execution.options)
+    if options.delay_seconds:
+        options = replace(options, delay_seconds=remaining_delay(execution, options.delay_seconds))
     return OutgoingMessage(
         job_id=execution.job_id,
         job_type=execution.job_type,
         max_retries=execution.max_retries,
-        options=PublishOptions.from_json(execution.options),
+        options=options,
     )
+
+
+def remaining_delay(execution: JobExecution, delay_seconds: int) -> int:
+    """What is left of a delay counted from the enqueue, in whole seconds, rounded up.
+
+    QStash counts a delay from the publish. A row published late (by ``republish_jobs`` after an
+    outage, or after a long transaction's commit) must not wait its whole delay again, nor run
+    before it is due; a manual retry of an old job runs at once.
+    """
+    elapsed = (timezone.now() - execution.created_at).total_seconds()
+    return max(0, math.ceil(delay_seconds - elapsed))
 
 
 def publish(executions: Sequence[JobExecution]) -> None:

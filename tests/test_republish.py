@@ -154,3 +154,16 @@ def test_a_publish_that_cannot_be_recorded_still_counts_as_enqueued(
     job_id = job_dispatcher.enqueue("echo", {"message": "x"})
     assert SideEffect.objects.filter(job_id=job_id).count() == 1
     assert JobExecution.objects.get(job_id=job_id).message_id is None
+
+
+def test_a_delay_counts_from_the_enqueue_not_from_a_late_publish() -> None:
+    from django_qstash_jobs.outbox import outgoing
+
+    execution = JobExecution.objects.create(job_type="echo", options={"delay_seconds": 60})
+    assert outgoing(execution).options.delay_seconds == 60
+
+    execution.created_at = timezone.now() - timedelta(seconds=45, milliseconds=500)
+    assert outgoing(execution).options.delay_seconds == 15  # rounded up: never early
+
+    execution.created_at = timezone.now() - timedelta(minutes=5)
+    assert outgoing(execution).options.delay_seconds == 0  # overdue: at once

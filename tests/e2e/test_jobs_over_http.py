@@ -139,6 +139,27 @@ def test_a_job_enqueued_while_qstash_is_down_is_published_by_republish_jobs(
     assert SideEffect.objects.filter(job_id=execution.job_id).count() == 1
 
 
+def test_a_delayed_job_published_late_waits_only_what_is_left_of_its_delay(
+    devserver_factory: Callable[..., DevServerProcess], live_server: Any
+) -> None:
+    server = devserver_factory(backoff_scale=1.0)  # delays are real here
+    server.stop()
+    settings = qstash_settings(server.url, live_server.url, PUBLISH_TIMEOUT=2)
+    with override_settings(QSTASH_JOBS=settings):
+        with pytest.raises(EnqueueError):
+            job_dispatcher.enqueue("echo", {"message": "soon"}, options={"delay": 600_000})
+        server.start()
+        enqueued_at = timezone.now() - timedelta(minutes=8)
+        JobExecution.objects.update(created_at=enqueued_at)
+        call_command("republish_jobs")
+        execution = JobExecution.objects.get()
+        assert execution.message_id
+        message = QStash(TOKEN, base_url=server.url).message.get(execution.message_id)
+    due = (enqueued_at + timedelta(minutes=10)).timestamp() * 1000
+    # Two minutes left of ten, not ten more: due when it was due, give or take the rounding.
+    assert due <= message.not_before <= due + 2_000
+
+
 def test_a_schedule_firing_records_a_job_linked_to_its_schedule(
     through_qstash: DevServerProcess,
 ) -> None:
