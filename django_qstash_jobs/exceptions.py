@@ -54,6 +54,14 @@ class PermanentJobError(QStashJobsError):
     """
 
 
+class DeliveryAbandoned(QStashJobsError):
+    """QStash stopped delivering a job before any attempt recorded an outcome.
+
+    Sent as the ``exception`` of ``job_failed`` when QStash's failure callback fails the job: the
+    last attempts timed out, or never reached the site, or found its database down.
+    """
+
+
 class SignatureError(QStashJobsError):
     """A delivery's ``Upstash-Signature`` did not verify. The reason is logged, never answered."""
 

@@ -69,7 +69,7 @@ class Delivery:
 
 def execute(delivery: Delivery) -> Outcome:
     """Run one delivery to its end and record the outcome on the job's row."""
-    job_id = delivery.job_id or _job_id_for_schedule_firing(delivery)
+    job_id = delivery.job_id or job_id_for_schedule_firing(delivery)
     if job_id is None:
         logger.warning("Delivery %s names no job and no known schedule.", delivery.message_id)
         return Outcome.REJECTED
@@ -176,7 +176,7 @@ def _record_failure(execution: JobExecution, exc: Exception, *, final: bool) -> 
         signals.send_lifecycle(signals.job_retrying, execution, error=error, exception=exc)
 
 
-def _job_id_for_schedule_firing(delivery: Delivery) -> str | None:
+def job_id_for_schedule_firing(delivery: Delivery) -> str | None:
     """The row of a schedule's firing, created on its first delivery and keyed by message id."""
     if not (delivery.schedule_id and delivery.message_id):
         return None

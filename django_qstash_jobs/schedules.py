@@ -512,6 +512,8 @@ def _remote_differences(desired: OutgoingSchedule, remote: RemoteSchedule | None
         differences.append("message body")
     if remote.retries != desired.max_retries:
         differences.append(f"retries {remote.retries} -> {desired.max_retries}")
+    if remote.failure_callback != get_config().receiver_url:
+        differences.append("failure notice to RECEIVER_URL")
     return differences
 
 

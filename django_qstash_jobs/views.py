@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from typing import Any
 
 # Exempt from LoginRequiredMiddleware (Django 5.1+): QStash cannot log in.
 from django.contrib.auth.decorators import login_not_required
@@ -15,9 +16,11 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
+from django_qstash_jobs import failure_notices
 from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.exceptions import SignatureError
 from django_qstash_jobs.execution import Delivery, Outcome, execute
+from django_qstash_jobs.failure_notices import FailureNotice
 from django_qstash_jobs.models import JobExecution
 from django_qstash_jobs.signing import verify_signature
 
@@ -62,7 +65,10 @@ def _lease_left(job_id: str | None) -> int:
     [csrf_exempt, login_not_required, transaction.non_atomic_requests], name="dispatch"
 )
 class ReceiveView(View):
-    """Verifies a delivery's signature, then runs its job. Nothing runs before the check."""
+    """Verifies a delivery's signature, then runs its job, or records QStash's failure notice.
+
+    Nothing runs before the check.
+    """
 
     http_method_names = ["post"]
 
@@ -80,7 +86,14 @@ class ReceiveView(View):
             logger.warning("Rejected a delivery with a bad signature: %s", exc)
             return JsonResponse({"error": "invalid signature"}, status=401)
 
-        delivery = _delivery(request)
+        try:
+            body: Any = json.loads(request.body)
+        except ValueError:
+            body = None
+        notice = FailureNotice.parse(body)
+        if notice is not None:
+            return _record_notice(notice)
+        delivery = _delivery(request, body)
         if delivery is None:
             logger.error("Rejected a signed delivery whose body names no job.")
             return _answer(Outcome.REJECTED)
@@ -94,14 +107,24 @@ class ReceiveView(View):
         return _answer(outcome, delivery.job_id)
 
 
-def _delivery(request: HttpRequest) -> Delivery | None:
+def _record_notice(notice: FailureNotice) -> HttpResponse:
     try:
-        body = json.loads(request.body)
+        outcome, job_id = failure_notices.record(notice)
+    except Exception:
+        logger.exception("Recording QStash's failure notice for %s failed.", notice.message_id)
+        return JsonResponse({"status": "error"}, status=500)
+    return _answer(outcome, job_id)
+
+
+def _delivery(request: HttpRequest, body: Any) -> Delivery | None:
+    if body is None:  # not JSON
+        return None
+    try:
         retried = int(request.headers.get("Upstash-Retried", "0"))
     except ValueError:
         return None
     job_id = body.get("job_id") if isinstance(body, dict) else None
-    if not (isinstance(job_id, str) and job_id):
+    if not (isinstance(job_id, str) and job_id) or "\x00" in job_id:
         job_id = None
     schedule_id = request.headers.get("Upstash-Schedule-Id")
     if job_id is None and not schedule_id:

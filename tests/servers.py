@@ -39,6 +39,8 @@ class DevServerProcess:
 
     db_path: Path
     backoff_scale: float = 0.0
+    #: Seconds an attempt may take before it counts as failed (the server's default if None).
+    delivery_timeout: float | None = None
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -56,6 +58,8 @@ class DevServerProcess:
             f"--db={self.db_path}",
             f"--backoff-scale={self.backoff_scale}",
         ]
+        if self.delivery_timeout is not None:
+            command.append(f"--delivery-timeout={self.delivery_timeout}")
         # Its log goes to a file beside its database, not a pipe: a pipe nobody reads would
         # block a long run once full.
         log = self.db_path.with_suffix(".log")

@@ -234,6 +234,7 @@ def test_a_signed_body_naming_no_known_job_is_rejected(deliver: Deliver) -> None
     assert deliver(b"not json").status_code == 489
     assert deliver({"nothing": "here"}).status_code == 489
     assert deliver(b"[1, 2]").status_code == 489
+    assert deliver({"job_id": "nul\x00byte"}).status_code == 489  # PostgreSQL refuses NUL
 
 
 def test_a_finished_or_cancelled_job_is_acknowledged_without_running(deliver: Deliver) -> None:

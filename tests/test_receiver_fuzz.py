@@ -156,3 +156,42 @@ def test_validly_signed_garbage_is_rejected_without_a_500(
     )
     assert response.status_code in (401, 489)
     _assert_nothing_ran_or_leaked(response)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    notice=st.fixed_dictionaries(
+        {
+            "sourceMessageId": st.one_of(st.just("m"), st.text(min_size=1, max_size=20)),
+            "sourceBody": st.one_of(
+                _JSON, st.binary(max_size=60).map(lambda raw: base64.b64encode(raw).decode())
+            ),
+        },
+        optional=dict.fromkeys(("status", "body", "retried", "error", "scheduleId"), _JSON),
+    )
+)
+def test_validly_signed_failure_notices_of_any_shape_are_answered_cleanly(
+    queued_job: JobExecution, notice: dict[str, Any]
+) -> None:
+    # QStash's failure notices carry numbers as strings, base64 that may be cut short...
+    body = json.dumps(notice).encode()
+    response = Client().post(
+        "/jobs/receive/", body, content_type="application/json",
+        HTTP_UPSTASH_SIGNATURE=qstash_token(body),
+    )  # fmt: skip
+    # 489: a message id no QStash message has (a NUL in it) makes it a body naming no job.
+    assert response.status_code in (200, 489), response.content
+    assert "Traceback" not in response.content.decode("utf-8", "replace")
+    assert not SideEffect.objects.exists()
+    assert JobExecution.objects.get().status in (JobStatus.QUEUED, JobStatus.FAILED)

@@ -102,6 +102,7 @@ def test_schedule_records_the_schedule_and_creates_it_on_qstash() -> None:
         body={"schedule_id": schedule_id, "job_type": "echo"},
         retries=2,  # the echo job type's retries
         paused=False,
+        failure_callback=RECEIVER_URL,
     )
 
 

@@ -57,6 +57,8 @@ class RemoteSchedule:
     body: Any
     retries: int
     paused: bool
+    #: Where QStash reports a firing it gave up on: the receiver, for this site's schedules.
+    failure_callback: str | None = None
 
 
 class ScheduleNotFound(ScheduleError):

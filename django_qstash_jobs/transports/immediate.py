@@ -59,6 +59,7 @@ class ImmediateTransport(BaseTransport):
                 body=schedule.body(),
                 retries=schedule.max_retries,
                 paused=False,
+                failure_callback=self.config.receiver_url,
             )
 
     def delete_schedule(self, schedule_id: str) -> None:

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 PUBLISH_RETRY = RetryConfig(retries=2, backoff=lambda attempt: 100 * (attempt + 1))
 T = TypeVar("T")
 
+#: Retries of QStash's failure notice itself. A notice that finds the job still held by a
+#: delivery is answered "busy"; QStash's backoff (12 s, 2.5 min, 30 min) outlasts a default lease.
+NOTICE_RETRIES = 3
+
 #: QStash accepts large batches; chunks bound the size of one request and of one failure.
 BATCH_SIZE = 500
 
@@ -81,6 +85,7 @@ class QStashTransport(BaseTransport):
                 body=schedule.body(),
                 retries=schedule.max_retries,
                 schedule_id=schedule.schedule_id,
+                **self._failure_notice,
             ),
         )
 
@@ -136,6 +141,15 @@ class QStashTransport(BaseTransport):
         return [response.message_id for response in responses]  # type: ignore[union-attr]
 
     @property
+    def _failure_notice(self) -> dict[str, Any]:
+        """QStash tells the receiver when it gives up on a message (see failure_notices.py)."""
+        return {
+            "failure_callback": self._destination,
+            # The SDK sends this as Upstash-Failure-Callback-Retries: the notice's own retries.
+            "failure_callback_headers": {"Retries": str(NOTICE_RETRIES)},
+        }
+
+    @property
     def _destination(self) -> str:
         if not self.config.receiver_url:
             raise EnqueueError(
@@ -144,8 +158,7 @@ class QStashTransport(BaseTransport):
             )
         return self.config.receiver_url
 
-    @staticmethod
-    def _arguments(message: OutgoingMessage) -> dict[str, Any]:
+    def _arguments(self, message: OutgoingMessage) -> dict[str, Any]:
         options = message.options
         arguments: dict[str, Any] = {"retries": message.max_retries}
         if options.delay_seconds:
@@ -154,6 +167,8 @@ class QStashTransport(BaseTransport):
             arguments["callback"] = options.callback
         if options.failure_callback:
             arguments["failure_callback"] = options.failure_callback
+        else:
+            arguments.update(self._failure_notice)
         if options.headers:
             arguments["headers"] = options.headers
         if options.deduplication_id:
@@ -189,6 +204,7 @@ def _remote(schedule: Schedule) -> RemoteSchedule:
         body=body,
         retries=schedule.retries,
         paused=schedule.paused,
+        failure_callback=schedule.failure_callback,
     )
 
 

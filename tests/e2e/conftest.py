@@ -22,9 +22,9 @@ from tests.servers import DevServerProcess, qstash_settings
 def devserver_factory(tmp_path: Path) -> Iterator[Callable[..., DevServerProcess]]:
     started: list[DevServerProcess] = []
 
-    def start(backoff_scale: float = 0.0) -> DevServerProcess:
+    def start(backoff_scale: float = 0.0, **options: Any) -> DevServerProcess:
         db_path = tmp_path / "qstash.sqlite3"
-        server = DevServerProcess(db_path=db_path, backoff_scale=backoff_scale).start()
+        server = DevServerProcess(db_path=db_path, backoff_scale=backoff_scale, **options).start()
         started.append(server)
         return server
 

@@ -160,6 +160,52 @@ def test_a_delayed_job_published_late_waits_only_what_is_left_of_its_delay(
     assert due <= message.not_before <= due + 2_000
 
 
+def test_every_publish_asks_qstash_to_report_its_final_failure(
+    devserver_factory: Callable[..., DevServerProcess], live_server: Any
+) -> None:
+    server = devserver_factory(backoff_scale=1.0)  # delays are real: the messages stay there
+    client = QStash(TOKEN, base_url=server.url)
+    with override_settings(QSTASH_JOBS=qstash_settings(server.url, live_server.url)):
+        ours = job_dispatcher.enqueue("echo", {"message": "x"}, options={"delay": 60_000})
+        theirs = job_dispatcher.enqueue(
+            "echo",
+            {"message": "y"},
+            options={"delay": 60_000, "failure_callback": "https://example.com/failed"},
+        )
+        batched = job_dispatcher.enqueue_many(
+            [{"job_type": "echo", "payload": {"message": "z"}, "options": {"delay": 60_000}}] * 2
+        )
+        messages = {
+            job_id: client.message.get(wait_for(job_id, JobStatus.QUEUED).message_id or "")
+            for job_id in (ours, theirs, *batched)
+        }
+    receiver = f"{live_server.url}/jobs/receive/"
+    assert [messages[job_id].failure_callback for job_id in (ours, *batched)] == [receiver] * 3
+    assert messages[theirs].failure_callback == "https://example.com/failed"  # theirs replaces it
+
+
+def test_a_job_whose_attempts_time_out_is_failed_when_qstash_gives_up(
+    devserver_factory: Callable[..., DevServerProcess],
+    live_server: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # As on a platform that cuts requests short: QStash stops waiting after 1 s, the handler
+    # needs 3 s, and the job has no retries. QStash's failure notice first finds the job held
+    # (its lease has 1 s left), is answered busy, and fails it once the lease has run out.
+    server = devserver_factory(backoff_scale=1.0, delivery_timeout=1.0)
+    settings = qstash_settings(server.url, live_server.url, LEASE_SECONDS=2)
+    with override_settings(QSTASH_JOBS=settings):
+        job_id = job_dispatcher.enqueue("sleep", {"seconds": 3})
+        execution = wait_for(job_id, JobStatus.FAILED, timeout=20)
+    assert execution.error.startswith("QStash stopped delivering this job after 1 attempt; ")
+    assert "no answer (ReadTimeout" in execution.error
+    assert execution.attempts == 1
+
+    # The handler ends later; its outcome does not undo the failure QStash has acted on.
+    wait_until(lambda: "finished after its lease" in caplog.text, what="the handler's end")
+    assert JobExecution.objects.get().status == JobStatus.FAILED
+
+
 def test_a_schedule_firing_records_a_job_linked_to_its_schedule(
     through_qstash: DevServerProcess,
 ) -> None:

@@ -98,6 +98,8 @@ def test_schedule_creates_it_on_qstash_pointing_at_the_receiver(qstash: QStash) 
     assert json.loads(schedule.body or "") == {"schedule_id": schedule_id, "job_type": "echo"}
     assert schedule.retries == 2  # the echo job type's retries
     assert schedule.paused is False
+    # A firing QStash gives up on is reported back, so that its job is failed visibly.
+    assert schedule.failure_callback == get_config().receiver_url
     assert JobSchedule.objects.get(schedule_id=schedule_id).last_synced_at is not None
 
 
@@ -232,6 +234,28 @@ def test_sync_after_an_edit_updates_the_schedule_in_place(qstash: QStash, declar
     wait_until(lambda: JobExecution.objects.filter(message_id=message_id).exists(), what="a row")
     execution = wait_for(JobExecution.objects.get(message_id=message_id).job_id, "completed")
     assert execution.result == {"echo": "weekdays", "attempt": 1}
+
+
+def test_sync_adds_the_failure_notice_to_a_schedule_that_lacks_it(
+    qstash: QStash, declare: Any
+) -> None:
+    with declare(NIGHTLY):
+        sync()
+    schedule_id = JobSchedule.objects.get().schedule_id
+    before = qstash.schedule.get(schedule_id)
+    # The same schedule, as saved before failure notices existed.
+    qstash.schedule.create_json(
+        destination=before.destination, cron=before.cron, body=json.loads(before.body or ""),
+        retries=before.retries, schedule_id=schedule_id,
+    )  # fmt: skip
+    assert qstash.schedule.get(schedule_id).failure_callback is None
+
+    with declare(NIGHTLY):
+        output = sync()
+
+    assert actions(output) == {"nightly-echo": "update"}
+    assert "failure notice" in output
+    assert qstash.schedule.get(schedule_id).failure_callback == get_config().receiver_url
 
 
 def test_sync_after_a_removal_deletes_it_and_keeps_code_schedules(

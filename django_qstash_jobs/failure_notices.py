@@ -1,0 +1,167 @@
+"""QStash's failure callback: a job QStash stopped delivering is marked failed, with the reason.
+
+Every publish names the receiver as its failure callback, unless the caller set their own.
+QStash calls it once, after the message's last attempt failed, with that attempt's answer and
+the original message. A handler that failed on its last attempt has already failed its job, so
+the notice is only acknowledged; but a job whose attempts never reached an outcome (a worker
+killed by the platform's request timeout, the site unreachable, the database down) would
+otherwise stay ``queued`` or ``running`` for ever.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import Q
+from django.utils import timezone
+
+from django_qstash_jobs import signals
+from django_qstash_jobs.exceptions import DeliveryAbandoned
+from django_qstash_jobs.execution import Delivery, Outcome, job_id_for_schedule_firing
+from django_qstash_jobs.models import FINISHED_STATUSES, JobExecution, JobStatus
+
+logger = logging.getLogger("django_qstash_jobs")
+
+#: How much of the last answer's body the job's error keeps.
+MAX_RESPONSE_CHARS = 500
+
+
+@dataclass(frozen=True)
+class FailureNotice:
+    """What QStash's failure callback says about the message it gave up on."""
+
+    message_id: str
+    job_id: str | None
+    schedule_id: str | None
+    #: The last attempt's HTTP status; 0 when there was no answer (a timeout, a refused connection).
+    status: int
+    response: str
+    error: str | None
+    attempts: int
+
+    @classmethod
+    def parse(cls, body: Any) -> FailureNotice | None:
+        """The notice in a delivery's decoded JSON body, or None if the body is not one."""
+        if not isinstance(body, dict):
+            return None
+        message_id = _text(body.get("sourceMessageId"))
+        if message_id is None or "sourceBody" not in body:
+            return None
+        source = _source(body.get("sourceBody"))
+        return cls(
+            message_id=message_id,
+            job_id=_text(source.get("job_id")),
+            schedule_id=_text(body.get("scheduleId")) or _text(source.get("schedule_id")),
+            status=_integer(body.get("status")),
+            response=_printable(_decoded(body.get("body")))[:MAX_RESPONSE_CHARS],
+            error=_printable(body.get("error")) or None,
+            attempts=_integer(body.get("retried")) + 1,
+        )
+
+    @property
+    def reason(self) -> str:
+        """The job's error: how many attempts QStash made, and what the last one got."""
+        if self.status:
+            last = f"HTTP {self.status}" + (f": {self.response}" if self.response else "")
+        else:
+            last = f"no answer ({self.error})" if self.error else "no answer"
+        attempts = "1 attempt" if self.attempts == 1 else f"{self.attempts} attempts"
+        return f"QStash stopped delivering this job after {attempts}; the last got {last}"
+
+
+def record(notice: FailureNotice) -> tuple[Outcome, str | None]:
+    """Fail the job the notice is about, unless it finished, went out again as another message,
+    or a delivery still holds it.
+
+    Returns the outcome to answer with, and the job's id. A job held by a live lease may still
+    be running (QStash stopped waiting, the worker did not stop): the notice is answered busy,
+    and QStash brings it back once the lease could have run out.
+    """
+    job_id = notice.job_id or _job_id_for_message(notice)
+    if job_id is None:
+        logger.warning("QStash gave up on message %s, which is no job here.", notice.message_id)
+        return Outcome.ACKNOWLEDGED, None
+    now = timezone.now()
+    # A job retried since (job_dispatcher.retry) went out as another message: the notice is
+    # about an earlier one. A row whose message id was never stored takes the notice.
+    this_message = Q(message_id__isnull=True) | Q(message_id=notice.message_id)
+    held = Q(status=JobStatus.RUNNING, lease_expires_at__gte=now)
+    failed = (
+        JobExecution.objects.filter(this_message, job_id=job_id)
+        .exclude(status__in=FINISHED_STATUSES)
+        .exclude(held)
+        .update(
+            status=JobStatus.FAILED,
+            error=notice.reason,
+            traceback="",
+            finished_at=now,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+    )
+    if failed:
+        execution = JobExecution.objects.get(job_id=job_id)
+        logger.error("Job %s (%s) failed: %s", job_id, execution.job_type, notice.reason)
+        signals.send_lifecycle(
+            signals.job_failed,
+            execution,
+            error=notice.reason,
+            exception=DeliveryAbandoned(notice.reason),
+        )
+        return Outcome.ACKNOWLEDGED, job_id
+    current = JobExecution.objects.filter(job_id=job_id).values_list("status", "message_id")
+    row = current.first()
+    if row is None or row[0] in FINISHED_STATUSES or row[1] not in (None, notice.message_id):
+        return Outcome.ACKNOWLEDGED, job_id
+    return Outcome.BUSY, job_id
+
+
+def _job_id_for_message(notice: FailureNotice) -> str | None:
+    # A job's row carries its message id once published; a schedule's firing is keyed by it,
+    # and one that never reached this site is recorded now, so that its failure is visible.
+    recorded = JobExecution.objects.filter(message_id=notice.message_id)
+    if job_id := recorded.values_list("job_id", flat=True).first():
+        return job_id
+    firing = Delivery(job_id=None, message_id=notice.message_id, schedule_id=notice.schedule_id)
+    return job_id_for_schedule_firing(firing)
+
+
+def _source(value: Any) -> dict[str, Any]:
+    """The original message's body, when it is a JSON object (ours always are)."""
+    try:
+        source = json.loads(_decoded(value))
+    except ValueError:
+        return {}
+    return source if isinstance(source, dict) else {}
+
+
+def _decoded(value: Any) -> str:
+    if not isinstance(value, str):
+        return ""
+    try:
+        return base64.b64decode(value, validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return ""
+
+
+def _text(value: Any) -> str | None:
+    # An id with a NUL in it is no id of ours, and PostgreSQL refuses it even in a query.
+    return value if isinstance(value, str) and value and "\x00" not in value else None
+
+
+def _printable(value: Any) -> str:
+    """Text to store in the job's error: PostgreSQL's text columns cannot hold NUL."""
+    return value.replace("\x00", "") if isinstance(value, str) else ""
+
+
+def _integer(value: Any) -> int:
+    # QStash documents some numbers of this body as JSON strings.
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0

@@ -1,0 +1,235 @@
+"""QStash's failure callback: a job QStash gave up on is failed, with the reason, exactly once."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from django_qstash_jobs.exceptions import DeliveryAbandoned
+from django_qstash_jobs.models import JobExecution, JobSchedule, JobStatus
+from django_qstash_jobs.signals import job_failed
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+Deliver = Callable[..., Any]
+
+
+def notice(
+    source: dict[str, Any] | bytes,
+    *,
+    message_id: str = "msg_gone",
+    status: int = 504,
+    response: bytes = b"Gateway Timeout",
+    retried: int = 3,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A failure callback's body, as QStash sends it once it gives up on ``message_id``."""
+    raw = source if isinstance(source, bytes) else json.dumps(source).encode()
+    return {
+        "status": status,
+        "header": {"Content-Type": ["text/plain"]},
+        "body": base64.b64encode(response).decode(),
+        "retried": retried,
+        "maxRetries": retried,
+        "dlqId": "1725323658779-0",
+        "sourceMessageId": message_id,
+        "url": "http://testserver/jobs/receive/",
+        "method": "POST",
+        "sourceHeader": {"Content-Type": ["application/json"]},
+        "sourceBody": base64.b64encode(raw).decode(),
+        "notBefore": "1701198458025",
+        "createdAt": "1701198447054",
+        "callerIP": "127.0.0.1",
+        **extra,
+    }
+
+
+def job(status: str = JobStatus.QUEUED, **fields: Any) -> JobExecution:
+    fields.setdefault("message_id", "msg_gone")
+    return JobExecution.objects.create(
+        job_type="echo", payload={"message": "hi"}, status=status, **fields
+    )
+
+
+def source_of(execution: JobExecution) -> dict[str, Any]:
+    return {"job_id": execution.job_id, "job_type": execution.job_type}
+
+
+@pytest.fixture
+def failures() -> Iterator[list[dict[str, Any]]]:
+    """The job_failed signals sent."""
+    sent: list[dict[str, Any]] = []
+
+    def receiver(**kwargs: Any) -> None:
+        sent.append(kwargs)
+
+    job_failed.connect(receiver)
+    yield sent
+    job_failed.disconnect(receiver)
+
+
+def test_a_job_qstash_gave_up_on_is_failed_with_the_reason(
+    deliver: Deliver, failures: list[dict[str, Any]]
+) -> None:
+    execution = job()
+
+    response = deliver(notice(source_of(execution)))
+
+    assert (response.status_code, response.json()) == (200, {"status": "acknowledged"})
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.FAILED
+    assert execution.error == (
+        "QStash stopped delivering this job after 4 attempts; the last got HTTP 504: "
+        "Gateway Timeout"
+    )
+    assert execution.finished_at is not None
+    [sent] = failures
+    assert sent["execution"].job_id == execution.job_id
+    assert sent["error"] == execution.error
+    assert isinstance(sent["exception"], DeliveryAbandoned)
+
+
+def test_an_attempt_that_got_no_answer_says_why(deliver: Deliver) -> None:
+    execution = job()
+    body = notice(
+        source_of(execution), status=0, response=b"", retried=0, error="ReadTimeout: 15 s"
+    )
+    assert deliver(body).status_code == 200
+    execution.refresh_from_db()
+    assert execution.error == (
+        "QStash stopped delivering this job after 1 attempt; the last got no answer "
+        "(ReadTimeout: 15 s)"
+    )
+
+
+def test_a_worker_that_died_holding_the_job_leaves_it_failed(deliver: Deliver) -> None:
+    execution = job(JobStatus.RUNNING, attempts=2, lease_expires_at=timezone.now())
+    assert deliver(notice(source_of(execution))).status_code == 200
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.FAILED
+    assert execution.lease_expires_at is None
+
+
+def test_a_job_still_held_by_a_delivery_is_busy_until_its_lease_runs_out(
+    deliver: Deliver,
+) -> None:
+    # QStash stopped waiting, but the worker may not have stopped: its outcome must win.
+    lease = timezone.now() + timedelta(seconds=40)
+    execution = job(JobStatus.RUNNING, attempts=1, lease_expires_at=lease)
+
+    busy = deliver(notice(source_of(execution)))
+
+    assert busy.status_code == 503
+    assert 1 <= int(busy["Retry-After"]) <= 40
+    execution.refresh_from_db()
+    assert (execution.status, execution.error) == (JobStatus.RUNNING, "")
+
+    JobExecution.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert deliver(notice(source_of(execution))).status_code == 200
+    assert JobExecution.objects.get().status == JobStatus.FAILED
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (JobStatus.COMPLETED, ""),
+        (JobStatus.FAILED, "ValueError: the handler's own error"),
+        (JobStatus.CANCELLED, ""),
+    ],
+)
+def test_a_finished_job_is_left_as_it_is(
+    deliver: Deliver, failures: list[dict[str, Any]], status: str, error: str
+) -> None:
+    # A handler that failed its last attempt failed the job itself: QStash's notice follows.
+    execution = job(status, error=error)
+    response = deliver(notice(source_of(execution)))
+    assert (response.status_code, response.json()) == (200, {"status": "acknowledged"})
+    execution.refresh_from_db()
+    assert (execution.status, execution.error) == (status, error)
+    assert failures == []
+
+
+def test_a_notice_about_the_message_before_a_retry_leaves_the_retried_job_alone(
+    deliver: Deliver,
+) -> None:
+    # Failed by a first notice, retried (published again as msg_again), then the first notice
+    # comes a second time: QStash delivers at least once.
+    execution = job(message_id="msg_again")
+    response = deliver(notice(source_of(execution), message_id="msg_gone"))
+    assert (response.status_code, response.json()) == (200, {"status": "acknowledged"})
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.QUEUED
+
+
+def test_a_job_whose_message_id_was_never_stored_takes_the_notice(deliver: Deliver) -> None:
+    # Published, but the message id was not recorded (the database failed just then).
+    execution = job(JobStatus.PENDING, message_id=None)
+    assert deliver(notice(source_of(execution))).status_code == 200
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.FAILED
+
+
+def test_the_job_is_found_by_its_message_id_when_the_source_body_is_unreadable(
+    deliver: Deliver,
+) -> None:
+    execution = job()
+    assert deliver(notice(b"\xff not json")).status_code == 200
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.FAILED
+
+
+def test_a_notice_about_no_job_of_this_site_is_acknowledged(
+    deliver: Deliver, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = deliver(notice({"hello": "world"}, message_id="msg_elsewhere"))
+    assert (response.status_code, response.json()) == (200, {"status": "acknowledged"})
+    assert "msg_elsewhere" in caplog.text
+    assert not JobExecution.objects.exists()
+
+
+def test_a_schedule_firing_that_never_arrived_is_recorded_failed(deliver: Deliver) -> None:
+    schedule = JobSchedule.objects.create(
+        name="nightly", schedule_id="scd_nightly", job_type="echo", cron="0 2 * * *",
+        payload={"message": "tick"},
+    )  # fmt: skip
+    body = notice(
+        {"schedule_id": "scd_nightly", "job_type": "echo"},
+        message_id="msg_firing",
+        status=0,
+        response=b"",
+        error="ConnectError: connection refused",
+        scheduleId="scd_nightly",
+    )
+
+    assert deliver(body).status_code == 200
+
+    execution = JobExecution.objects.get()
+    assert (execution.schedule, execution.message_id) == (schedule, "msg_firing")
+    assert execution.status == JobStatus.FAILED
+    assert "no answer (ConnectError: connection refused)" in execution.error
+
+
+def test_a_forged_notice_changes_nothing(deliver: Deliver) -> None:
+    execution = job()
+    assert deliver(notice(source_of(execution)), token="forged").status_code == 401
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.QUEUED
+
+
+def test_nul_characters_never_reach_the_database(deliver: Deliver) -> None:
+    # PostgreSQL's text columns, and its queries, refuse NUL.
+    execution = job()
+    body = notice(source_of(execution), response=b"bad\x00body", error="never\x00sent")
+    assert deliver(body).status_code == 200
+    execution.refresh_from_db()
+    assert execution.error.endswith("HTTP 504: badbody")
+
+    odd = notice({"job_id": "job\x00id"}, message_id="msg\x00id")
+    response = deliver(odd)
+    assert response.status_code == 489  # no notice, and no job named: refused for good
