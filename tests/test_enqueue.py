@@ -296,7 +296,10 @@ def without_returning(monkeypatch: pytest.MonkeyPatch) -> None:
     from django_qstash_jobs import statements
 
     monkeypatch.setattr(statements, "_supports_returning", lambda connection: False)
-    monkeypatch.setattr(connection.features, "can_return_rows_from_bulk_insert", False)
+    # A property on some backends, a cached value on others: set it on the class, unshadowed.
+    name = "can_return_rows_from_bulk_insert"
+    monkeypatch.delitem(vars(connection.features), name, raising=False)
+    monkeypatch.setattr(type(connection.features), name, False)
 
 
 @pytest.mark.usefixtures("without_returning")
