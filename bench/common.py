@@ -157,14 +157,24 @@ def worker_pids(master: int) -> list[int]:
 
 
 def start_gunicorn(
-    port: int, environment: dict[str, str], workers: int = 2
+    port: int,
+    environment: dict[str, str],
+    workers: int = 2,
+    timeout: int = 30,
+    log: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """gunicorn serving the Django settings named in ``environment``, ready to answer."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", f"--workers={workers}", f"--bind=127.0.0.1:{port}",
-         "--log-level=warning", "django.core.wsgi:get_wsgi_application()"],
-        cwd=ROOT, env=environment,
-    )  # fmt: skip
+    """gunicorn serving the Django settings named in ``environment``, ready to answer.
+
+    A worker busy with one request for longer than ``timeout`` seconds is killed, as a
+    platform's request timeout would. Its log goes to ``log`` when given, else to stderr.
+    """
+    with open(log or os.devnull, "ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", f"--workers={workers}", f"--bind=127.0.0.1:{port}",
+             f"--timeout={timeout}", "--log-level=warning",
+             "django.core.wsgi:get_wsgi_application()"],
+            cwd=ROOT, env=environment, stderr=log_file if log else None,
+        )  # fmt: skip
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -174,7 +184,7 @@ def start_gunicorn(
         except requests.RequestException:
             time.sleep(0.1)
     process.kill()
-    raise RuntimeError("gunicorn did not start")
+    raise RuntimeError(f"gunicorn did not start{f'; its log: {log}' if log else ''}")
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:

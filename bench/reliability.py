@@ -12,7 +12,9 @@ Each scenario prints what it sent, how many handler runs it saw, and how many jo
 3. the QStash server killed and restarted mid-run: nothing lost;
 4. PostgreSQL crashed (immediate stop) and restarted mid-run: each enqueue fails clearly or
    succeeds, nothing accepted lost;
-5. QStash unreachable at enqueue: EnqueueError, rows pending, all published by republish_jobs.
+5. QStash unreachable at enqueue: EnqueueError, rows pending, all published by republish_jobs;
+6. every attempt outlives its worker (killed by gunicorn's timeout, as a platform's request
+   timeout would): once QStash gives up, its failure notice fails each job; none stays running.
 The receiver's fuzz suite (random headers, bodies and tokens) is tests/test_receiver_fuzz.py.
 """
 
@@ -55,7 +57,9 @@ class Counts:
 class Site:
     """The receiver under gunicorn and the local QStash server, each restartable."""
 
-    def __init__(self, workdir: Path, backoff_scale: float, lease_seconds: int) -> None:
+    def __init__(
+        self, workdir: Path, backoff_scale: float, lease_seconds: int, worker_timeout: int = 30
+    ) -> None:
         from tests.servers import DevServerProcess
 
         self.qstash = DevServerProcess(
@@ -64,6 +68,7 @@ class Site:
         self.port = free_port()
         self.receiver_url = f"http://127.0.0.1:{self.port}/jobs/receive/"
         self.lease_seconds = lease_seconds
+        self.worker_timeout = worker_timeout
         self.gunicorn: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Site:
@@ -76,7 +81,13 @@ class Site:
             "QSTASH_LEASE_SECONDS": str(self.lease_seconds),
             "PYTHONPATH": str(ROOT),
         }
-        self.gunicorn = start_gunicorn(self.port, environment)
+        # Killed workers log a traceback each: kept beside the QStash server's log, not shown.
+        self.gunicorn = start_gunicorn(
+            self.port,
+            environment,
+            timeout=self.worker_timeout,
+            log=self.qstash.db_path.with_name("gunicorn.log"),
+        )
         return self
 
     def stop(self) -> None:
@@ -98,8 +109,10 @@ class Site:
 
 
 @contextmanager
-def site(workdir: Path, backoff_scale: float = 0.0, lease_seconds: int = 300) -> Iterator[Site]:
-    running = Site(workdir, backoff_scale, lease_seconds).start()
+def site(
+    workdir: Path, backoff_scale: float = 0.0, lease_seconds: int = 300, worker_timeout: int = 30
+) -> Iterator[Site]:
+    running = Site(workdir, backoff_scale, lease_seconds, worker_timeout).start()
     try:
         with running.jobs_settings():
             yield running
@@ -223,6 +236,45 @@ def qstash_restarted(workdir: Path, jobs: int) -> Counts:
         running.qstash.start()
         wait_until(all_completed(ids), 120)
     return tally("QStash server killed and restarted", ids)
+
+
+def attempts_cut_short(workdir: Path, jobs: int) -> Counts:
+    """Every attempt outlives its worker (gunicorn kills it, as a platform's timeout would).
+
+    The jobs have no retries; QStash gives up at once and its failure notice finds each job
+    still held by the dead worker's lease, is answered busy, and fails the job when it comes
+    back. Lost: a job left unfinished. Duplicated: a handler started twice.
+    """
+    from django.db.models import Count
+
+    from django_qstash_jobs import job_dispatcher
+    from django_qstash_jobs.models import JobExecution, JobStatus
+    from tests.testapp.models import SideEffect
+
+    # Real seconds (scale 1): QStash waits as long as the busy answer's Retry-After says.
+    with site(workdir, backoff_scale=1.0, lease_seconds=3, worker_timeout=1):
+        ids = job_dispatcher.enqueue_many(
+            [{"job_type": "sleep", "payload": {"seconds": 30}} for _ in range(jobs)]
+        )
+        given_up = JobExecution.objects.filter(
+            job_id__in=ids, status=JobStatus.FAILED, error__startswith="QStash stopped delivering"
+        )
+        wait_until(lambda: given_up.count() == jobs, 60 + 5 * jobs)
+        failed = given_up.count()
+    starts = dict(
+        SideEffect.objects.filter(job_id__in=ids, label="sleep")
+        .values_list("job_id")
+        .annotate(n=Count("id"))
+        .values_list("job_id", "n")
+    )
+    return Counts(
+        "every attempt cut short by a timeout",
+        jobs,
+        sum(starts.values()),
+        jobs - failed,
+        sum(1 for n in starts.values() if n > 1),
+        "each failed by QStash's notice",
+    )
 
 
 def postgres_restarted(workdir: Path, jobs: int) -> Counts:
@@ -349,15 +401,16 @@ def main() -> int:
     from tests.testapp.models import SideEffect
 
     size = (
-        {"dup": 300, "kill": 20, "restart": 100, "pg": 60, "down": 30}
+        {"dup": 300, "kill": 20, "restart": 100, "pg": 60, "down": 30, "cut": 4}
         if arguments.short
-        else {"dup": 2000, "kill": 60, "restart": 500, "pg": 300, "down": 200}
+        else {"dup": 2000, "kill": 60, "restart": 500, "pg": 300, "down": 200, "cut": 20}
     )
     scenarios: list[tuple[Callable[[Path, int], Counts], int]] = [
         (duplicate_deliveries, size["dup"]),
         (worker_killed, size["kill"]),
         (qstash_restarted, size["restart"]),
         (qstash_unreachable, size["down"]),
+        (attempts_cut_short, size["cut"]),
     ]
     if arguments.skip_postgres_restart:
         print("skipped: PostgreSQL crashed mid-run (--skip-postgres-restart)")

@@ -58,7 +58,8 @@ class FailureNotice:
             job_id=_text(source.get("job_id")),
             schedule_id=_text(body.get("scheduleId")) or _text(source.get("schedule_id")),
             status=_integer(body.get("status")),
-            response=_printable(_decoded(body.get("body")))[:MAX_RESPONSE_CHARS],
+            # One line: an HTML error page reads better in the admin's list that way.
+            response=" ".join(_printable(_decoded(body.get("body"))).split())[:MAX_RESPONSE_CHARS],
             error=_printable(body.get("error")) or None,
             attempts=_integer(body.get("retried")) + 1,
         )

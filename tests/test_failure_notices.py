@@ -108,6 +108,14 @@ def test_an_attempt_that_got_no_answer_says_why(deliver: Deliver) -> None:
     )
 
 
+def test_an_error_page_is_kept_on_one_line(deliver: Deliver) -> None:
+    execution = job()
+    page = b"<html>\n  <title>Internal Server Error</title>\n</html>\n"
+    assert deliver(notice(source_of(execution), status=500, response=page)).status_code == 200
+    execution.refresh_from_db()
+    assert execution.error.endswith("HTTP 500: <html> <title>Internal Server Error</title> </html>")
+
+
 def test_a_worker_that_died_holding_the_job_leaves_it_failed(deliver: Deliver) -> None:
     execution = job(JobStatus.RUNNING, attempts=2, lease_expires_at=timezone.now())
     assert deliver(notice(source_of(execution))).status_code == 200
