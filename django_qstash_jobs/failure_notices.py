@@ -37,6 +37,8 @@ class FailureNotice:
 
     message_id: str
     job_id: str | None
+    #: The publish the message came from (the job's deduplication id, new for each retry).
+    deduplication_id: str | None
     schedule_id: str | None
     #: The last attempt's HTTP status; 0 when there was no answer (a timeout, a refused connection).
     status: int
@@ -56,11 +58,12 @@ class FailureNotice:
         return cls(
             message_id=message_id,
             job_id=_text(source.get("job_id")),
+            deduplication_id=_text(source.get("deduplication_id")),
             schedule_id=_text(body.get("scheduleId")) or _text(source.get("schedule_id")),
             status=_integer(body.get("status")),
             # One line: an HTML error page reads better in the admin's list that way.
             response=" ".join(_printable(_decoded(body.get("body"))).split())[:MAX_RESPONSE_CHARS],
-            error=_printable(body.get("error")) or None,
+            error=_printable(body.get("error"))[:MAX_RESPONSE_CHARS] or None,
             attempts=_integer(body.get("retried")) + 1,
         )
 
@@ -76,8 +79,8 @@ class FailureNotice:
 
 
 def record(notice: FailureNotice) -> tuple[Outcome, str | None]:
-    """Fail the job the notice is about, unless it finished, went out again as another message,
-    or a delivery still holds it.
+    """Fail the job the notice is about, unless it finished, was published again since, or a
+    delivery still holds it.
 
     Returns the outcome to answer with, and the job's id. A job held by a live lease may still
     be running (QStash stopped waiting, the worker did not stop): the notice is answered busy,
@@ -88,18 +91,24 @@ def record(notice: FailureNotice) -> tuple[Outcome, str | None]:
         logger.warning("QStash gave up on message %s, which is no job here.", notice.message_id)
         return Outcome.ACKNOWLEDGED, None
     now = timezone.now()
-    # A job retried since (job_dispatcher.retry) went out as another message: the notice is
-    # about an earlier one. A row whose message id was never stored takes the notice.
-    this_message = Q(message_id__isnull=True) | Q(message_id=notice.message_id)
+    # Only the job's current publish: one retried since (job_dispatcher.retry) went out again
+    # under a new deduplication id, and a notice about the earlier message must not fail it.
+    # A schedule's firing carries no deduplication id: its row is keyed by the message id, and
+    # has none until a retry gives it one.
+    this_publish = (
+        Q(options__deduplication_id=notice.deduplication_id)
+        if notice.deduplication_id
+        else Q(message_id=notice.message_id, options__deduplication_id__isnull=True)
+    )
     held = Q(status=JobStatus.RUNNING, lease_expires_at__gte=now)
+    # The handler's traceback, if an attempt raised, stays: it may say why QStash gave up.
     failed = (
-        JobExecution.objects.filter(this_message, job_id=job_id)
+        JobExecution.objects.filter(this_publish, job_id=job_id)
         .exclude(status__in=FINISHED_STATUSES)
         .exclude(held)
         .update(
             status=JobStatus.FAILED,
             error=notice.reason,
-            traceback="",
             finished_at=now,
             lease_expires_at=None,
             updated_at=now,
@@ -115,21 +124,22 @@ def record(notice: FailureNotice) -> tuple[Outcome, str | None]:
             exception=DeliveryAbandoned(notice.reason),
         )
         return Outcome.ACKNOWLEDGED, job_id
-    current = JobExecution.objects.filter(job_id=job_id).values_list("status", "message_id")
-    row = current.first()
-    if row is None or row[0] in FINISHED_STATUSES or row[1] not in (None, notice.message_id):
+    current = JobExecution.objects.filter(this_publish, job_id=job_id)
+    status = current.values_list("status", flat=True).first()
+    if status is None or status in FINISHED_STATUSES:
+        # Finished, gone, or published again since: nothing for this notice to do.
         return Outcome.ACKNOWLEDGED, job_id
     return Outcome.BUSY, job_id
 
 
 def _job_id_for_message(notice: FailureNotice) -> str | None:
-    # A job's row carries its message id once published; a schedule's firing is keyed by it,
+    # A job's row carries its message id once published. A schedule's firing is keyed by it,
     # and one that never reached this site is recorded now, so that its failure is visible.
+    if notice.schedule_id:
+        firing = Delivery(job_id=None, message_id=notice.message_id, schedule_id=notice.schedule_id)
+        return job_id_for_schedule_firing(firing)
     recorded = JobExecution.objects.filter(message_id=notice.message_id)
-    if job_id := recorded.values_list("job_id", flat=True).first():
-        return job_id
-    firing = Delivery(job_id=None, message_id=notice.message_id, schedule_id=notice.schedule_id)
-    return job_id_for_schedule_firing(firing)
+    return recorded.values_list("job_id", flat=True).first()
 
 
 def _source(value: Any) -> dict[str, Any]:
@@ -164,5 +174,5 @@ def _integer(value: Any) -> int:
     # QStash documents some numbers of this body as JSON strings.
     try:
         return max(0, int(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: Infinity, which JSON allows
         return 0

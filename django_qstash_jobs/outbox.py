@@ -44,10 +44,12 @@ def remaining_delay(execution: JobExecution, delay_seconds: int) -> int:
 
     QStash counts a delay from the publish. A row published late (by ``republish_jobs`` after an
     outage, or after a long transaction's commit) must not wait its whole delay again, nor run
-    before it is due; a manual retry of an old job runs at once.
+    before it is due; a manual retry runs once the original delay, counted from the enqueue,
+    is over (at once for a job past it).
     """
     elapsed = (timezone.now() - execution.created_at).total_seconds()
-    return max(0, math.ceil(delay_seconds - elapsed))
+    # Bounded by the delay: a publishing server whose clock is behind never adds to it.
+    return min(delay_seconds, max(0, math.ceil(delay_seconds - elapsed)))
 
 
 def publish(executions: Sequence[JobExecution]) -> None:

@@ -11,9 +11,12 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from django_qstash_jobs.exceptions import DeliveryAbandoned
+from django_qstash_jobs import job_dispatcher
+from django_qstash_jobs.exceptions import DeliveryAbandoned, EnqueueError
 from django_qstash_jobs.models import JobExecution, JobSchedule, JobStatus
+from django_qstash_jobs.outbox import outgoing
 from django_qstash_jobs.signals import job_failed
+from tests.test_republish import unreachable_qstash
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,14 +54,17 @@ def notice(
 
 
 def job(status: str = JobStatus.QUEUED, **fields: Any) -> JobExecution:
+    """A job published as message msg_gone, under the deduplication id pub-1."""
     fields.setdefault("message_id", "msg_gone")
+    fields.setdefault("options", {"deduplication_id": "pub-1"})
     return JobExecution.objects.create(
         job_type="echo", payload={"message": "hi"}, status=status, **fields
     )
 
 
 def source_of(execution: JobExecution) -> dict[str, Any]:
-    return {"job_id": execution.job_id, "job_type": execution.job_type}
+    """The body of the job's message, as the transport publishes it."""
+    return outgoing(execution).body()
 
 
 @pytest.fixture
@@ -163,16 +169,35 @@ def test_a_finished_job_is_left_as_it_is(
     assert failures == []
 
 
-def test_a_notice_about_the_message_before_a_retry_leaves_the_retried_job_alone(
-    deliver: Deliver,
+def test_a_notice_about_the_publish_before_a_retry_leaves_the_retried_job_alone(
+    deliver: Deliver, failures: list[dict[str, Any]]
 ) -> None:
-    # Failed by a first notice, retried (published again as msg_again), then the first notice
-    # comes a second time: QStash delivers at least once.
-    execution = job(message_id="msg_again")
-    response = deliver(notice(source_of(execution), message_id="msg_gone"))
+    # The first notice failed the job; it was retried, and QStash was down at that moment, so
+    # the row waits for republish_jobs. Then QStash delivers the first notice once more.
+    execution = job(JobStatus.FAILED)
+    earlier = source_of(execution)
+    with unreachable_qstash(), pytest.raises(EnqueueError):
+        job_dispatcher.retry(execution.job_id)
+
+    response = deliver(notice(earlier))
+
     assert (response.status_code, response.json()) == (200, {"status": "acknowledged"})
     execution.refresh_from_db()
-    assert execution.status == JobStatus.QUEUED
+    assert execution.status == JobStatus.PENDING
+    assert failures == []
+
+
+def test_a_notice_about_the_current_publish_fails_a_retried_job(deliver: Deliver) -> None:
+    # The retry went out, but its message id could not be recorded: the row still has none.
+    execution = job(JobStatus.FAILED)
+    with unreachable_qstash(), pytest.raises(EnqueueError):
+        job_dispatcher.retry(execution.job_id)
+    execution.refresh_from_db()
+
+    assert deliver(notice(source_of(execution), message_id="msg_retry")).status_code == 200
+
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.FAILED
 
 
 def test_a_job_whose_message_id_was_never_stored_takes_the_notice(deliver: Deliver) -> None:
@@ -183,10 +208,41 @@ def test_a_job_whose_message_id_was_never_stored_takes_the_notice(deliver: Deliv
     assert execution.status == JobStatus.FAILED
 
 
-def test_the_job_is_found_by_its_message_id_when_the_source_body_is_unreadable(
+def test_a_retried_schedule_firing_is_left_alone_by_a_notice_about_its_firing(
     deliver: Deliver,
 ) -> None:
-    execution = job()
+    schedule = JobSchedule.objects.create(
+        name="nightly", schedule_id="scd_nightly", job_type="echo", cron="0 2 * * *"
+    )
+    firing = job(JobStatus.FAILED, message_id="msg_firing", options={}, schedule=schedule)
+    with unreachable_qstash(), pytest.raises(EnqueueError):
+        job_dispatcher.retry(firing.job_id)
+    body = notice(
+        {"schedule_id": "scd_nightly", "job_type": "echo"},
+        message_id="msg_firing",
+        scheduleId="scd_nightly",
+    )
+
+    assert deliver(body).status_code == 200
+
+    assert list(JobExecution.objects.values_list("job_id", "status")) == [
+        (firing.job_id, JobStatus.PENDING)
+    ]
+
+
+def test_a_retrying_job_keeps_its_last_traceback(deliver: Deliver) -> None:
+    execution = job(JobStatus.RETRYING, error="ValueError: flaky", traceback="Traceback ...")
+    assert deliver(notice(source_of(execution))).status_code == 200
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.FAILED
+    assert execution.error.startswith("QStash stopped delivering this job")
+    assert execution.traceback == "Traceback ..."
+
+
+def test_without_a_deduplication_id_the_row_is_found_by_its_message_id(deliver: Deliver) -> None:
+    # A row that was never retried and whose message carried no deduplication id (a schedule's
+    # firing): the message id alone names it, even when the source body is unreadable.
+    execution = job(options={})
     assert deliver(notice(b"\xff not json")).status_code == 200
     execution.refresh_from_db()
     assert execution.status == JobStatus.FAILED
@@ -241,3 +297,11 @@ def test_nul_characters_never_reach_the_database(deliver: Deliver) -> None:
     odd = notice({"job_id": "job\x00id"}, message_id="msg\x00id")
     response = deliver(odd)
     assert response.status_code == 489  # no notice, and no job named: refused for good
+
+
+def test_numbers_json_allows_but_int_refuses_count_as_unknown(deliver: Deliver) -> None:
+    execution = job()
+    body = notice(source_of(execution), status=float("inf"), retried=float("nan"))  # type: ignore[arg-type]
+    assert deliver(body).status_code == 200
+    execution.refresh_from_db()
+    assert execution.error.startswith("QStash stopped delivering this job after 1 attempt; ")

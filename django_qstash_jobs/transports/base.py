@@ -23,8 +23,15 @@ class OutgoingMessage:
     options: PublishOptions
 
     def body(self) -> dict[str, Any]:
-        """What QStash delivers back: the row holds everything else, so the body stays small."""
-        return {"job_id": self.job_id, "job_type": self.job_type}
+        """What QStash delivers back: the row holds everything else, so the body stays small.
+
+        The deduplication id, new for each manual retry, tells which publish of the job a
+        failure notice is about (see failure_notices.py).
+        """
+        body = {"job_id": self.job_id, "job_type": self.job_type}
+        if self.options.deduplication_id:
+            body["deduplication_id"] = self.options.deduplication_id
+        return body
 
 
 @dataclass(frozen=True)

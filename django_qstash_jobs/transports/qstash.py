@@ -32,7 +32,8 @@ PUBLISH_RETRY = RetryConfig(retries=2, backoff=lambda attempt: 100 * (attempt + 
 T = TypeVar("T")
 
 #: Retries of QStash's failure notice itself. A notice that finds the job still held by a
-#: delivery is answered "busy"; QStash's backoff (12 s, 2.5 min, 30 min) outlasts a default lease.
+#: delivery is answered busy, with Retry-After set to what is left of the lease, and comes back
+#: then: a holder that died is past its lease by the first retry.
 NOTICE_RETRIES = 3
 
 #: QStash accepts large batches; chunks bound the size of one request and of one failure.
