@@ -67,10 +67,11 @@ def test_get_returns_the_message_object(pending: QStash, destination: Destinatio
 def test_cancelled_delayed_message_is_never_delivered(
     make_server: Callable[..., DevServer], destination: Destination
 ) -> None:
-    server = make_server(backoff_scale=0.005)  # 10 s -> 50 ms
+    # 40 s -> 1 s: time enough to cancel on a loaded machine (50 ms once was not).
+    server = make_server(backoff_scale=0.025)
     client = QStash(server.token, base_url=server.url, retry=False)
-    res = client.message.publish_json(url=destination.url("/never"), body={}, delay="10s")
-    control = client.message.publish_json(url=destination.url("/control"), body={}, delay="20s")
+    res = client.message.publish_json(url=destination.url("/never"), body={}, delay="40s")
+    control = client.message.publish_json(url=destination.url("/control"), body={}, delay="60s")
     assert not isinstance(res, list) and not isinstance(control, list)
     client.message.cancel(res.message_id)
     destination.wait_for(1, "/control")
