@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from django_qstash_jobs import outbox, schedules, signals, statements
+from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.exceptions import EnqueueError, JobStateError
 from django_qstash_jobs.models import CLAIMABLE_STATUSES, JobExecution, JobStatus
 from django_qstash_jobs.options import (
@@ -214,6 +215,13 @@ class JobDispatcher:
         stored_payload = definition.serialize({} if payload is None else payload)
         parsed_metadata = parse_metadata(metadata)
         publish_options = parse_options(options)
+        if publish_options.callback and publish_options.callback == get_config().receiver_url:
+            # QStash's per-attempt callbacks would reach the receiver as if they were its notice
+            # that it gave up, and fail a job QStash is still retrying.
+            raise ValueError(
+                "options['callback'] cannot be RECEIVER_URL: the receiver records every attempt "
+                "already; point callback at a view of your own."
+            )
         max_retries = (
             definition.max_retries if publish_options.retries is None else publish_options.retries
         )

@@ -109,6 +109,15 @@ def test_bad_option_values_say_what_to_fix(options: dict[str, object], error: st
         job_dispatcher.enqueue("echo", {"message": "x"}, None, options)
 
 
+def test_a_callback_to_the_receiver_itself_is_refused() -> None:
+    # Its per-attempt callbacks would look like QStash's notice that it gave up on the job.
+    with pytest.raises(ValueError, match=r"options\['callback'\] cannot be RECEIVER_URL"):
+        job_dispatcher.enqueue(
+            "echo", {"message": "x"}, options={"callback": "http://testserver/jobs/receive/"}
+        )
+    assert not JobExecution.objects.exists()
+
+
 def test_options_are_normalised_and_stored() -> None:
     job_id = job_dispatcher.enqueue(
         "echo",
