@@ -305,3 +305,28 @@ def test_numbers_json_allows_but_int_refuses_count_as_unknown(deliver: Deliver) 
     assert deliver(body).status_code == 200
     execution.refresh_from_db()
     assert execution.error.startswith("QStash stopped delivering this job after 1 attempt; ")
+
+
+def test_a_handler_that_ends_after_the_notice_changes_nothing(
+    deliver: Deliver, failures: list[dict[str, Any]]
+) -> None:
+    # Its worker outlived the lease: the notice failed the job meanwhile, and that stands.
+    from django_qstash_jobs import statements
+    from django_qstash_jobs.execution import _record_success
+    from django_qstash_jobs.signals import job_succeeded
+
+    execution = job()
+    claimed = statements.claim(execution.job_id, lease_seconds=0)
+    assert claimed is not None
+    assert deliver(notice(source_of(execution))).status_code == 200
+    succeeded: list[object] = []
+    job_succeeded.connect(receiver := lambda **kwargs: succeeded.append(kwargs))
+    try:
+        _record_success(claimed, {"late": True})
+    finally:
+        job_succeeded.disconnect(receiver)
+
+    execution.refresh_from_db()
+    assert (execution.status, execution.result) == (JobStatus.FAILED, None)
+    assert len(failures) == 1
+    assert succeeded == []
