@@ -51,15 +51,15 @@ class FailureNotice:
         """The notice in a delivery's decoded JSON body, or None if the body is not one."""
         if not isinstance(body, dict):
             return None
-        message_id = _text(body.get("sourceMessageId"))
+        message_id = identifier(body.get("sourceMessageId"))
         if message_id is None or "sourceBody" not in body:
             return None
         source = _source(body.get("sourceBody"))
         return cls(
             message_id=message_id,
-            job_id=_text(source.get("job_id")),
-            deduplication_id=_text(source.get("deduplication_id")),
-            schedule_id=_text(body.get("scheduleId")) or _text(source.get("schedule_id")),
+            job_id=identifier(source.get("job_id")),
+            deduplication_id=identifier(source.get("deduplication_id")),
+            schedule_id=identifier(body.get("scheduleId")) or identifier(source.get("schedule_id")),
             status=_integer(body.get("status")),
             # One line: an HTML error page reads better in the admin's list that way.
             response=" ".join(_printable(_decoded(body.get("body"))).split())[:MAX_RESPONSE_CHARS],
@@ -160,8 +160,11 @@ def _decoded(value: Any) -> str:
         return ""
 
 
-def _text(value: Any) -> str | None:
-    # An id with a NUL in it is no id of ours, and PostgreSQL refuses it even in a query.
+def identifier(value: Any) -> str | None:
+    """``value`` if it can be an id of ours (a non-empty str), else None.
+
+    An id with a NUL in it is no id of ours, and PostgreSQL refuses it even in a query.
+    """
     return value if isinstance(value, str) and value and "\x00" not in value else None
 
 

@@ -20,7 +20,7 @@ from django_qstash_jobs import failure_notices
 from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.exceptions import SignatureError
 from django_qstash_jobs.execution import Delivery, Outcome, execute
-from django_qstash_jobs.failure_notices import FailureNotice
+from django_qstash_jobs.failure_notices import FailureNotice, identifier
 from django_qstash_jobs.models import JobExecution
 from django_qstash_jobs.signing import verify_signature
 
@@ -123,9 +123,7 @@ def _delivery(request: HttpRequest, body: Any) -> Delivery | None:
         retried = int(request.headers.get("Upstash-Retried", "0"))
     except ValueError:
         return None
-    job_id = body.get("job_id") if isinstance(body, dict) else None
-    if not (isinstance(job_id, str) and job_id) or "\x00" in job_id:
-        job_id = None
+    job_id = identifier(body.get("job_id")) if isinstance(body, dict) else None
     schedule_id = request.headers.get("Upstash-Schedule-Id")
     if job_id is None and not schedule_id:
         return None
