@@ -131,21 +131,27 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
 
 def tally(name: str, job_ids: list[str], note: str = "", effect_label: str = "start") -> Counts:
     """Count completions and side effects of ``job_ids`` in the database."""
-    from django.db.models import Count
-
     from django_qstash_jobs.models import JobExecution, JobStatus
     from tests.testapp.models import SideEffect
 
     completed = JobExecution.objects.filter(job_id__in=job_ids, status=JobStatus.COMPLETED).count()
-    per_job = dict(
-        SideEffect.objects.filter(job_id__in=job_ids, label=effect_label)
+    runs = SideEffect.objects.filter(job_id__in=job_ids, label="start").count()
+    duplicated = sum(1 for n in effects_per_job(job_ids, effect_label).values() if n > 1)
+    return Counts(name, len(job_ids), runs, len(job_ids) - completed, duplicated, note)
+
+
+def effects_per_job(job_ids: list[str], label: str) -> dict[str, int]:
+    """How many side effects labelled ``label`` each job of ``job_ids`` left."""
+    from django.db.models import Count
+
+    from tests.testapp.models import SideEffect
+
+    return dict(
+        SideEffect.objects.filter(job_id__in=job_ids, label=label)
         .values_list("job_id")
         .annotate(n=Count("id"))
         .values_list("job_id", "n")
     )
-    runs = SideEffect.objects.filter(job_id__in=job_ids, label="start").count()
-    duplicated = sum(1 for n in per_job.values() if n > 1)
-    return Counts(name, len(job_ids), runs, len(job_ids) - completed, duplicated, note)
 
 
 def all_completed(job_ids: list[str]) -> Callable[[], bool]:
@@ -245,11 +251,8 @@ def attempts_cut_short(workdir: Path, jobs: int) -> Counts:
     still held by the dead worker's lease, is answered busy, and fails the job when it comes
     back. Lost: a job left unfinished. Duplicated: a handler started twice.
     """
-    from django.db.models import Count
-
     from django_qstash_jobs import job_dispatcher
     from django_qstash_jobs.models import JobExecution, JobStatus
-    from tests.testapp.models import SideEffect
 
     # Real seconds (scale 1): QStash waits as long as the busy answer's Retry-After says.
     with site(workdir, backoff_scale=1.0, lease_seconds=3, worker_timeout=1):
@@ -261,12 +264,7 @@ def attempts_cut_short(workdir: Path, jobs: int) -> Counts:
         )
         wait_until(lambda: given_up.count() == jobs, 60 + 5 * jobs)
         failed = given_up.count()
-    starts = dict(
-        SideEffect.objects.filter(job_id__in=ids, label="sleep")
-        .values_list("job_id")
-        .annotate(n=Count("id"))
-        .values_list("job_id", "n")
-    )
+    starts = effects_per_job(ids, "sleep")
     return Counts(
         "every attempt cut short by a timeout",
         jobs,
