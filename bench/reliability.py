@@ -1,6 +1,6 @@
 """The reliability suite: faults injected into real runs, every job counted.
 
-    python bench/reliability.py [--short] [--skip-postgres-restart]
+    python bench/reliability.py [--short] [--skip-postgres-restart] [--only SCENARIO ...]
 
 gunicorn (2 workers) runs the receiver on PostgreSQL, the local QStash server delivers to it.
 Each scenario prints what it sent, how many handler runs it saw, and how many jobs were lost
@@ -14,8 +14,10 @@ Each scenario prints what it sent, how many handler runs it saw, and how many jo
    succeeds, nothing accepted lost;
 5. QStash unreachable at enqueue: EnqueueError, rows pending, all published by republish_jobs;
 6. every attempt outlives its worker (killed by gunicorn's timeout, as a platform's request
-   timeout would): once QStash gives up, its failure notice fails each job; none stays running.
-The receiver's fuzz suite (random headers, bodies and tokens) is tests/test_receiver_fuzz.py.
+   timeout would): once QStash gives up, its failure notice fails each job; none stays running;
+7. a hypothesis fuzz over HTTP: unsigned, forged, tampered, wrongly claimed and validly signed
+   junk requests, with random methods and headers, at the live receiver: no handler runs, no job
+   changes, no 5xx and no traceback. tests/test_receiver_fuzz.py fuzzes the same in-process.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -48,10 +51,12 @@ class Counts:
     lost: int
     duplicated: int
     note: str = ""
+    #: Answers that broke a rule of their own (a 5xx, a traceback shown to the caller).
+    unexpected: int = 0
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.duplicated == 0
+        return self.lost == 0 and self.duplicated == 0 and self.unexpected == 0
 
 
 class Site:
@@ -275,6 +280,105 @@ def attempts_cut_short(workdir: Path, jobs: int) -> Counts:
     )
 
 
+def random_requests(workdir: Path, requests: int) -> Counts:
+    """Requests no honest QStash sends, made by hypothesis, over HTTP at the live receiver.
+
+    A few queued jobs are the targets: most bodies name one of them. Run: handlers started.
+    Lost: a target whose row changed. Unexpected: a 5xx, or a traceback in an answer.
+    """
+    from collections import Counter
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from django_qstash_jobs.models import JobExecution, JobStatus
+    from tests.fuzz_strategies import ALGORITHMS, CLAIMS, HEADER_TEXT, forged_token
+    from tests.signing_helpers import qstash_token
+    from tests.testapp.models import SideEffect
+
+    with site(workdir) as running:
+        targets = [
+            JobExecution(job_type="effect", payload={"seconds": 0.0}, status=JobStatus.QUEUED,
+                         message_id=f"msg_fuzz_{index}")
+            for index in range(5)
+        ]  # fmt: skip
+        JobExecution.objects.bulk_create(targets)
+        ids = [row.job_id for row in targets]
+        url = running.receiver_url
+        naming_a_job = st.sampled_from(ids).map(
+            lambda job_id: json.dumps({"job_id": job_id, "job_type": "effect"}).encode()
+        )
+        any_body = st.one_of(naming_a_job, st.binary(max_size=2000))
+        bad_claim = st.sampled_from(
+            [{"sub": url + "x"}, {"sub": None}, {"iss": "Upstosh"}, {"exp": 1}, {"nbf": 2**40},
+             {"body": "AAAA"}, {"key": "sig_" + "0" * 30}]
+        )  # fmt: skip
+        # (body, Upstash-Signature or None) pairs, from no signature at all to a valid one
+        # on junk no publish of ours could have sent.
+        signed = st.one_of(
+            st.tuples(any_body, st.none() | HEADER_TEXT),
+            st.builds(
+                lambda body, claims, alg, signature: (body, forged_token(claims, alg, signature)),
+                naming_a_job, CLAIMS, ALGORITHMS, st.binary(max_size=40),
+            ),
+            st.builds(lambda body, claim: (body, qstash_token(body, url=url, **claim)),
+                      naming_a_job, bad_claim),
+            st.builds(lambda body, other: (body, qstash_token(other, url=url)),
+                      naming_a_job, st.binary(max_size=50)),
+            st.binary(max_size=2000).map(lambda body: (body, qstash_token(body, url=url))),
+        )  # fmt: skip
+        method = st.sampled_from(["POST"] * 6 + ["GET", "PUT", "DELETE", "PATCH", "HEAD"])
+        extra_headers = st.lists(
+            st.tuples(
+                st.sampled_from(["Upstash-Retried", "Upstash-Message-Id", "Upstash-Schedule-Id",
+                                 "Upstash-Signature", "Content-Type", "Content-Encoding",
+                                 "X-Forwarded-Proto", "X-Anything"]),
+                HEADER_TEXT,
+            ),
+            max_size=4,
+        )  # fmt: skip
+        statuses: Counter[int] = Counter()
+        broken: list[str] = []
+
+        @settings(max_examples=requests, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @given(method=method, signed=signed, extra=extra_headers, query=HEADER_TEXT)
+        def send(
+            method: str, signed: tuple[bytes, str | None], extra: list[tuple[str, str]], query: str
+        ) -> None:
+            body, signature = signed
+            # One connection per request: junk that ends a connection cannot spoil the next.
+            connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=30)
+            try:
+                path = "/jobs/receive/?" + urllib.parse.quote(query) if query else "/jobs/receive/"
+                connection.putrequest(method, path)
+                if signature is not None:
+                    connection.putheader("Upstash-Signature", signature)
+                for name, value in extra:
+                    connection.putheader(name, value)
+                connection.putheader("Content-Length", str(len(body)))
+                connection.endheaders(body)
+                response = connection.getresponse()
+                answer = response.read()
+            finally:
+                connection.close()
+            statuses[response.status] += 1
+            if response.status >= 500 or b"Traceback" in answer:
+                broken.append(f"{method} {signature!r:.60} {body!r:.60} -> {response.status}")
+
+        send()
+        run = SideEffect.objects.filter(job_id__in=ids).count()
+        changed = JobExecution.objects.filter(job_id__in=ids).exclude(
+            status=JobStatus.QUEUED, attempts=0
+        )
+        lost = changed.count()
+    for line in broken[:5]:
+        print(f"   broken answer: {line}")
+    answers = ", ".join(f"{count} x {status}" for status, count in sorted(statuses.items()))
+    return Counts("random requests over HTTP (fuzz)", sum(statuses.values()), run, lost, 0,
+                  f"answers: {answers}", unexpected=len(broken) + run)  # fmt: skip
+
+
 def postgres_restarted(workdir: Path, jobs: int) -> Counts:
     """Crash and restart PostgreSQL while jobs are enqueued and run; count what enqueue accepted."""
     from django.db import DatabaseError, connection
@@ -390,6 +494,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="Fewer jobs: the CI form.")
     parser.add_argument("--skip-postgres-restart", action="store_true")
+    parser.add_argument(
+        "--only", nargs="+", metavar="SCENARIO", help="Run these scenarios (function names)."
+    )
     arguments = parser.parse_args()
     workdir = scratch_dir()
     setup_django("postgres", workdir)
@@ -399,9 +506,17 @@ def main() -> int:
     from tests.testapp.models import SideEffect
 
     size = (
-        {"dup": 300, "kill": 20, "restart": 100, "pg": 60, "down": 30, "cut": 4}
+        {"dup": 300, "kill": 20, "restart": 100, "pg": 60, "down": 30, "cut": 4, "fuzz": 200}
         if arguments.short
-        else {"dup": 2000, "kill": 60, "restart": 500, "pg": 300, "down": 200, "cut": 20}
+        else {
+            "dup": 2000,
+            "kill": 60,
+            "restart": 500,
+            "pg": 300,
+            "down": 200,
+            "cut": 20,
+            "fuzz": 2000,
+        }
     )
     scenarios: list[tuple[Callable[[Path, int], Counts], int]] = [
         (duplicate_deliveries, size["dup"]),
@@ -409,6 +524,7 @@ def main() -> int:
         (qstash_restarted, size["restart"]),
         (qstash_unreachable, size["down"]),
         (attempts_cut_short, size["cut"]),
+        (random_requests, size["fuzz"]),
     ]
     if arguments.skip_postgres_restart:
         print("skipped: PostgreSQL crashed mid-run (--skip-postgres-restart)")
@@ -417,6 +533,8 @@ def main() -> int:
         print("skipped: PostgreSQL crashed mid-run (needs root and a Debian cluster to crash)")
     else:
         scenarios.append((postgres_restarted, size["pg"]))
+    if arguments.only:
+        scenarios = [entry for entry in scenarios if entry[0].__name__ in arguments.only]
     results = []
     for scenario, jobs in scenarios:
         JobExecution.objects.all().delete()
