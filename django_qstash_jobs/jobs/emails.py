@@ -4,6 +4,11 @@ Each email is recorded as an :class:`~django_qstash_jobs.models.EmailDelivery` b
 it is handed to the backend, so a retried job sends only the emails that failed, never one that
 was sent. An attempt that died while handing an email over leaves it ``sending``; the next
 attempt marks it ``unknown`` and does not send it again (it may have left).
+
+An email the server refused (its recipient, or its content) is ``rejected`` and QStash's retries
+leave it alone; a manual ``job_dispatcher.retry`` tries it again, as it does an email whose
+template was missing. A mail server that cannot be reached or logged in to is the site's
+problem, not the email's: the attempt stops there, and every email not sent waits for the next.
 """
 
 from __future__ import annotations
@@ -47,8 +52,10 @@ _REFUSED = _refused_errors()
 
 #: Rendering errors that no retry can fix.
 _BROKEN_TEMPLATE = (TemplateDoesNotExist, TemplateSyntaxError)
-#: Already dealt with by an earlier attempt: never sent again.
-_SETTLED = (EmailDeliveryStatus.SENT, EmailDeliveryStatus.REJECTED, EmailDeliveryStatus.UNKNOWN)
+#: Sent, or perhaps sent by an attempt that died: never sent again.
+_SENT_OR_MAYBE = (EmailDeliveryStatus.SENT, EmailDeliveryStatus.UNKNOWN)
+#: Dealt with by an earlier attempt: QStash's retries do not send these again.
+_SETTLED = (*_SENT_OR_MAYBE, EmailDeliveryStatus.REJECTED)
 
 
 def build_message(
@@ -91,11 +98,14 @@ def _message_id(message: EmailMultiAlternatives) -> str:
     return str(message.extra_headers.get("Message-ID", ""))
 
 
-def _is_permanent(exc: Exception) -> bool:
+def _is_refusal(exc: Exception) -> bool:
+    """Whether the server refused this email: sending it again gets the same answer."""
     if isinstance(exc, _REFUSED):
         return True
-    # SMTP 5xx replies are permanent by definition (RFC 5321 section 4.2.1); 4xx may pass.
-    return isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code >= 500
+    # A 5xx reply to the message itself is permanent (RFC 5321 section 4.2.1). A 5xx to the
+    # login or to the sender is not about this email: it is the site's configuration, which an
+    # operator fixes; the email then goes out on a later attempt.
+    return isinstance(exc, smtplib.SMTPDataError) and exc.smtp_code >= 500
 
 
 def deliver(ctx: JobContext, payloads: Sequence[SendEmailPayload]) -> list[EmailDelivery]:
@@ -104,6 +114,10 @@ def deliver(ctx: JobContext, payloads: Sequence[SendEmailPayload]) -> list[Email
         record.position: record
         for record in EmailDelivery.objects.filter(execution_id=ctx.execution.pk)
     }
+    # Outcomes exist before the first attempt only when job_dispatcher.retry started the count
+    # again: the operator asks for what was refused (a template since fixed, a mailbox since
+    # restored) to be tried again. What was sent, or may have been, never is.
+    settled = _SENT_OR_MAYBE if ctx.attempt == 1 and previous else _SETTLED
     connection = open_mailer()
     records: list[EmailDelivery] = []
     total = len(payloads)
@@ -118,7 +132,7 @@ def deliver(ctx: JobContext, payloads: Sequence[SendEmailPayload]) -> list[Email
                     "again, so that it is never sent twice.",
                 )
                 logger.warning("Email %s of job %s: delivery unknown.", position, ctx.job_id)
-            if record is None or record.status not in _SETTLED:
+            if record is None or record.status not in settled:
                 record = _send(ctx, connection, position, payload, record)
             records.append(record)
             if total > 1 and (position + 1) * 100 // total != position * 100 // total:
@@ -141,15 +155,22 @@ def _send(
     except _BROKEN_TEMPLATE as exc:
         record = _start(ctx, position, payload, record)
         return _settle(record, EmailDeliveryStatus.REJECTED, error=_describe(exc))
-    record = _start(ctx, position, payload, record)
     try:
         connection.open()
+    except Exception as exc:
+        # Nothing was handed over, so no email is marked: the next attempt sends them all.
+        raise EmailsNotSent(
+            f"Could not connect to the email backend ({_describe(exc)}); no further email was "
+            "sent in this attempt, and the next attempt sends every email not sent yet."
+        ) from exc
+    record = _start(ctx, position, payload, record)
+    try:
         sent = connection.send_messages([message])
     except Exception as exc:
         # Reconnect for the next email: after an error the connection may be unusable.
         with contextlib.suppress(Exception):
             connection.close()
-        status = EmailDeliveryStatus.REJECTED if _is_permanent(exc) else EmailDeliveryStatus.FAILED
+        status = EmailDeliveryStatus.REJECTED if _is_refusal(exc) else EmailDeliveryStatus.FAILED
         return _settle(record, status, error=_describe(exc))
     if sent == 0:
         return _settle(

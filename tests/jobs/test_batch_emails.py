@@ -87,6 +87,35 @@ def test_a_refused_recipient_does_not_hold_up_the_others(
     assert "SMTPRecipientsRefused" in rejected["error"]
 
 
+def test_a_refused_login_sends_the_whole_batch_on_the_next_attempt(
+    flaky_backend: type[FlakyBackend],
+) -> None:
+    flaky_backend.login_failures = 1
+    recipients = ["a@example.com", "b@example.com", "c@example.com"]
+
+    execution = run([email(to) for to in recipients], retries=2)
+
+    assert execution.status == JobStatus.COMPLETED, execution.error
+    assert execution.attempts == 2
+    assert execution.result["sent"] == 3
+    assert execution.result["rejected"] == 0
+    assert sorted(message.to[0] for message in mail.outbox) == recipients
+
+
+def test_a_manual_retry_sends_what_was_not_sent_and_nothing_twice(
+    flaky_backend: type[FlakyBackend],
+) -> None:
+    flaky_backend.failures["b@example.com"] = 2
+    execution = run([email("a@example.com"), email("b@example.com")], retries=1)
+    assert execution.status == JobStatus.FAILED
+
+    job_dispatcher.retry(execution.job_id)
+
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.COMPLETED, execution.error
+    assert [message.to[0] for message in mail.outbox] == ["a@example.com", "b@example.com"]
+
+
 def test_every_email_of_a_batch_is_checked_before_anything_is_recorded() -> None:
     with pytest.raises(JobValidationError, match=r"emails\.1\.data\.reset_url: Field required"):
         run([email("a@example.com"), email("b@example.com", template="passwordReset")])

@@ -80,6 +80,64 @@ def test_a_refused_recipient_fails_the_job_without_retrying(
     assert mail.outbox == []
 
 
+def test_a_manual_retry_sends_an_email_that_was_refused_before(
+    flaky_backend: type[FlakyBackend],
+) -> None:
+    flaky_backend.refused.add("user@example.com")
+    execution = run(retries=3)
+    assert execution.status == JobStatus.FAILED
+    flaky_backend.refused.clear()  # The mailbox is back, or the template deployed.
+
+    job_dispatcher.retry(execution.job_id)
+
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.COMPLETED, execution.error
+    assert [message.to[0] for message in mail.outbox] == ["user@example.com"]
+    assert EmailDelivery.objects.get().status == EmailDeliveryStatus.SENT
+
+
+def test_a_login_the_server_refuses_is_retried_not_taken_for_a_refused_email(
+    flaky_backend: type[FlakyBackend],
+) -> None:
+    # SMTP answers a wrong password with a 5xx, as it does a refused recipient.
+    flaky_backend.login_failures = 1
+
+    execution = run(retries=2)
+
+    assert execution.status == JobStatus.COMPLETED, execution.error
+    assert execution.attempts == 2
+    assert len(mail.outbox) == 1
+    assert EmailDelivery.objects.get().status == EmailDeliveryStatus.SENT
+
+
+def test_a_mail_server_never_logged_in_to_fails_the_job_and_a_retry_sends_it(
+    flaky_backend: type[FlakyBackend],
+) -> None:
+    flaky_backend.login_failures = 2
+
+    execution = run(retries=1)
+
+    assert execution.status == JobStatus.FAILED
+    assert "Could not connect to the email backend (SMTPAuthenticationError" in execution.error
+    assert "PermanentJobError" not in execution.error
+    assert not EmailDelivery.objects.exists()  # Nothing was handed over.
+    job_dispatcher.retry(execution.job_id)  # The password is fixed.
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.COMPLETED, execution.error
+    assert len(mail.outbox) == 1
+
+
+def test_a_sender_the_server_refuses_is_retried(flaky_backend: type[FlakyBackend]) -> None:
+    flaky_backend.sender_refused = True
+
+    execution = run(retries=1)
+
+    assert execution.status == JobStatus.FAILED
+    assert execution.attempts == 2  # Retried: the site's sender address, not the email.
+    assert "SMTPSenderRefused" in execution.error
+    assert EmailDelivery.objects.get().status == EmailDeliveryStatus.FAILED
+
+
 def test_failing_on_every_attempt_fails_the_job_with_the_reason(
     flaky_backend: type[FlakyBackend],
 ) -> None:
