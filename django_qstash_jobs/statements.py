@@ -73,6 +73,7 @@ _CLAIMED_FIELDS = frozenset(
         "payload",
         "metadata",
         "attempts",
+        "started_at",
         "max_retries",
         "message_id",
         "user_id",
@@ -190,9 +191,11 @@ def _field(name: str) -> tuple[Field[Any, Any], str]:
 def update_if_claimed(execution: JobExecution, **values: Any) -> bool:
     """Write an outcome, if this delivery still holds the claim; return whether it did.
 
-    If our lease ran out and another delivery took the job over, the attempt count moved on and
-    the WHERE clause matches nothing. One hand-written UPDATE: it runs once per delivery, and
-    the ORM's compilation of it costs more than the database's execution.
+    A claim is known by the attempt count and the start time. If our lease ran out and another
+    delivery took the job over, the count moved on; if the job was failed meanwhile (QStash gave
+    up) and retried by hand, the count started again but the start time is new. Either way the
+    WHERE clause matches nothing. One hand-written UPDATE: it runs once per delivery, and the
+    ORM's compilation of it costs more than the database's execution.
     """
     connection = _connection()
     quote = connection.ops.quote_name
@@ -205,8 +208,15 @@ def update_if_claimed(execution: JobExecution, **values: Any) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {quote(JobExecution._meta.db_table)} SET {assignments} "  # noqa: S608 - names are ours
-            f"WHERE {quote(_field('id')[1])} = %s AND status = %s AND attempts = %s",
-            [*params, execution.pk, JobStatus.RUNNING.value, execution.attempts],
+            f"WHERE {quote(_field('id')[1])} = %s AND status = %s AND attempts = %s "
+            f"AND {quote(_field('started_at')[1])} = %s",
+            [
+                *params,
+                execution.pk,
+                JobStatus.RUNNING.value,
+                execution.attempts,
+                _field("started_at")[0].get_db_prep_value(execution.started_at, connection),
+            ],
         )
         return bool(cursor.rowcount)
 

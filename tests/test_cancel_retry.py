@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from django.db import transaction
 
-from django_qstash_jobs import job_dispatcher
+from django_qstash_jobs import job_dispatcher, statements
 from django_qstash_jobs.exceptions import JobStateError
 from django_qstash_jobs.models import JobExecution, JobStatus
 from tests.testapp.models import SideEffect
@@ -77,3 +78,22 @@ def test_retry_refuses_jobs_that_are_not_failed_or_cancelled(status: str) -> Non
     with pytest.raises(JobStateError, match=f"is {status}; only failed or cancelled"):
         job_dispatcher.retry(execution.job_id)
     assert not SideEffect.objects.exists()
+
+
+def test_a_delivery_whose_job_was_failed_and_retried_meanwhile_writes_nothing() -> None:
+    # Delivery A outlived its lease; QStash gave up and its notice failed the job; the job was
+    # retried by hand, and delivery B holds it now, with the same attempt count as A.
+    execution = recorded()
+    first = statements.claim(execution.job_id, lease_seconds=60)
+    assert first is not None
+    JobExecution.objects.filter(pk=execution.pk).update(status=JobStatus.FAILED)
+    with transaction.atomic():  # The retry's publish waits for the commit.
+        job_dispatcher.retry(execution.job_id)
+        second = statements.claim(execution.job_id, lease_seconds=60)
+        assert second is not None
+        assert second.attempts == first.attempts
+
+        assert statements.update_if_claimed(first, status=JobStatus.FAILED) is False
+        assert statements.update_if_claimed(second, status=JobStatus.COMPLETED) is True
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.COMPLETED
