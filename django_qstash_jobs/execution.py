@@ -118,14 +118,34 @@ def _unclaimed_outcome(job_id: str) -> Outcome:
 
 def _json_result(result: Any) -> Any:
     if isinstance(result, BaseModel):
-        return result.model_dump(mode="json")
+        result = result.model_dump(mode="json")
     try:
-        return json.loads(json.dumps(result, cls=DjangoJSONEncoder))
+        # No NaN or Infinity: they are not JSON, and the database's JSON column refuses them.
+        text = json.dumps(result, cls=DjangoJSONEncoder, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise PermanentJobError(
-            f"The handler returned a {type(result).__name__}, which is not JSON-serialisable; "
-            "return a dict, list, str, number, bool or None."
+            f"The handler returned a {type(result).__name__}, which is not JSON-serialisable "
+            f"({exc}); return a dict, list, str, number, bool or None, without NaN or Infinity."
         ) from exc
+    stored = json.loads(text)
+    # PostgreSQL's jsonb cannot hold a NUL; refused on every database alike. (The text test
+    # is only a quick filter: an escaped backslash followed by "u0000" is no NUL.)
+    if "\\u0000" in text and _holds_nul(stored):
+        raise PermanentJobError(
+            "The handler's result contains a NUL character, which the database cannot store; "
+            "remove it from the result."
+        )
+    return stored
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def _record_success(execution: JobExecution, result: Any) -> None:
@@ -151,8 +171,10 @@ def _record_success(execution: JobExecution, result: Any) -> None:
 
 def _record_failure(execution: JobExecution, exc: Exception, *, final: bool) -> None:
     now = timezone.now()
-    error = f"{type(exc).__name__}: {exc}"
+    # PostgreSQL's text columns refuse NUL, which an exception's message may carry.
+    error = f"{type(exc).__name__}: {exc}".replace("\0", "\\0")
     trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    trace = trace.replace("\0", "\\0")
     status = JobStatus.FAILED if final else JobStatus.RETRYING
     updated = statements.update_if_claimed(
         execution,

@@ -6,6 +6,7 @@ like ``admin.py``) or anywhere that is imported before jobs run.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -188,6 +189,13 @@ def register_job(
         raise ValueError(f"retries for job type {name!r} must be a non-negative integer.")
 
     def decorator(handler: H) -> H:
+        if inspect.iscoroutinefunction(handler):
+            # Called without an event loop, it would return a coroutine that never runs.
+            raise TypeError(
+                f"The handler of job type {name!r} ({qualified_name(handler)}) is a coroutine "
+                "function; handlers run synchronously: make it a plain def (wrap async code in "
+                "asgiref.sync.async_to_sync)."
+            )
         registry.register(
             JobType(name=name, handler=handler, schema=schema, retries=retries), replace=replace
         )

@@ -12,9 +12,11 @@ import pytest
 from django.test import Client, override_settings
 from django.utils import timezone
 
-from django_qstash_jobs import statements
+from django_qstash_jobs import register_job, statements
 from django_qstash_jobs.context import JobContext
+from django_qstash_jobs.exceptions import UnknownJobTypeError
 from django_qstash_jobs.models import JobExecution, JobStatus
+from django_qstash_jobs.registry import registry
 from django_qstash_jobs.signals import job_failed, job_retrying, job_started, job_succeeded
 from tests.concurrency import at_once
 from tests.signing_helpers import CURRENT_KEY, NEXT_KEY, qstash_token, unsigned_token
@@ -391,3 +393,48 @@ def test_the_context_knows_the_last_attempt(deliver: Deliver) -> None:
     assert deliver(body_of(execution), retried=2).status_code == 200
     execution.refresh_from_db()
     assert (execution.result["attempt"], execution.result["last_attempt"]) == (3, True)
+
+
+@pytest.mark.parametrize("kind", ["NaN", "Infinity", "a NUL", "a NUL in a key"])
+def test_a_result_the_database_cannot_store_fails_the_job_clearly(
+    deliver: Deliver, kind: str
+) -> None:
+    # Written as is, the outcome's UPDATE would fail after the handler ran: a 500, the job left
+    # running until its lease ran out, and the handler run again.
+    execution = queued("returns", {"kind": kind})
+
+    response = deliver(body_of(execution))
+
+    assert response.status_code == 489
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.FAILED
+    assert execution.error.startswith("PermanentJobError: ")
+    assert ("NUL" if "NUL" in kind else "without NaN or Infinity") in execution.error
+
+
+def test_a_result_with_an_escaped_backslash_is_no_nul(deliver: Deliver) -> None:
+    execution = queued("returns", {"kind": "an escaped backslash"})
+    assert deliver(body_of(execution)).status_code == 200
+    execution.refresh_from_db()
+    assert execution.result == {"text": "\\u0000"}
+
+
+def test_an_error_message_with_a_nul_is_recorded(deliver: Deliver) -> None:
+    execution = queued("returns", {"kind": "error with a NUL"}, max_retries=0)
+
+    assert deliver(body_of(execution)).status_code == 500
+
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.FAILED
+    assert execution.error == "RuntimeError: bad\\0byte"
+    assert "bad\\0byte" in execution.traceback
+
+
+def test_a_coroutine_function_is_refused_as_a_handler() -> None:
+    async def handler(payload: dict[str, Any], ctx: Any) -> None:
+        pass
+
+    with pytest.raises(TypeError, match=r"'async_job' .* is a coroutine function"):
+        register_job("async_job")(handler)
+    with pytest.raises(UnknownJobTypeError):
+        registry.get("async_job")

@@ -77,3 +77,21 @@ def inspect(payload: dict[str, object], ctx: JobContext) -> dict[str, object]:
         "attempt": ctx.attempt,
         "last_attempt": ctx.is_last_attempt,
     }
+
+
+class Returns(BaseModel):
+    kind: str
+
+
+@register_job("returns", schema=Returns, retries=0)
+def returns(payload: Returns, ctx: JobContext) -> object:
+    """Returns, or raises with, what a database may refuse to store."""
+    if payload.kind == "error with a NUL":
+        raise RuntimeError("bad\x00byte")
+    return {
+        "NaN": {"ratio": float("nan")},
+        "Infinity": [float("inf")],
+        "a NUL": {"text": "a\x00b"},
+        "a NUL in a key": {"a\x00b": 1},
+        "an escaped backslash": {"text": "\\u0000"},
+    }[payload.kind]
