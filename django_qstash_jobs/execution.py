@@ -77,7 +77,7 @@ def execute(delivery: Delivery) -> Outcome:
     config = get_config()
     execution = statements.claim(job_id, config.lease_seconds)
     if execution is None:
-        return _unclaimed_outcome(job_id)
+        return _unclaimed_outcome(job_id, delivery)
 
     attempt = delivery.retried + 1
     context = JobContext(
@@ -105,10 +105,15 @@ def execute(delivery: Delivery) -> Outcome:
     return Outcome.COMPLETED
 
 
-def _unclaimed_outcome(job_id: str) -> Outcome:
-    status = JobExecution.objects.filter(job_id=job_id).values_list("status", flat=True).first()
+def _unclaimed_outcome(job_id: str, delivery: Delivery) -> Outcome:
+    status = statements.job_rows().filter(job_id=job_id).values_list("status", flat=True).first()
     if status is None:
-        # The row is gone (deleted, or never committed): retrying cannot bring it back.
+        if delivery.retried == 0:
+            # Perhaps not committed yet: published from inside a transaction (ENQUEUE_ON_COMMIT
+            # off), QStash can deliver first. Busy, so that QStash asks again in a few seconds.
+            logger.info("Delivery for job %s, not recorded (yet): asked to come back.", job_id)
+            return Outcome.BUSY
+        # Still not there: deleted, or its transaction rolled back. Retrying cannot help.
         logger.warning("Delivery for unknown job %s rejected.", job_id)
         return Outcome.REJECTED
     if status in FINISHED_STATUSES:
@@ -202,8 +207,10 @@ def job_id_for_schedule_firing(delivery: Delivery) -> str | None:
     """The row of a schedule's firing, created on its first delivery and keyed by message id."""
     if not (delivery.schedule_id and delivery.message_id):
         return None
-    recorded = JobExecution.objects.filter(message_id=delivery.message_id).values_list(
-        "job_id", flat=True
+    recorded = (
+        statements.job_rows()
+        .filter(message_id=delivery.message_id)
+        .values_list("job_id", flat=True)
     )
     if existing := recorded.first():
         return existing

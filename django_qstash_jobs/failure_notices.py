@@ -20,7 +20,7 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
-from django_qstash_jobs import signals
+from django_qstash_jobs import signals, statements
 from django_qstash_jobs.exceptions import DeliveryAbandoned
 from django_qstash_jobs.execution import Delivery, Outcome, job_id_for_schedule_firing
 from django_qstash_jobs.models import FINISHED_STATUSES, JobExecution, JobStatus
@@ -115,7 +115,7 @@ def record(notice: FailureNotice) -> tuple[Outcome, str | None]:
         )
     )
     if failed:
-        execution = JobExecution.objects.get(job_id=job_id)
+        execution = statements.job_rows().get(job_id=job_id)
         logger.error("Job %s (%s) failed: %s", job_id, execution.job_type, notice.reason)
         signals.send_lifecycle(
             signals.job_failed,
@@ -124,7 +124,7 @@ def record(notice: FailureNotice) -> tuple[Outcome, str | None]:
             exception=DeliveryAbandoned(notice.reason),
         )
         return Outcome.ACKNOWLEDGED, job_id
-    current = JobExecution.objects.filter(this_publish, job_id=job_id)
+    current = statements.job_rows().filter(this_publish, job_id=job_id)
     status = current.values_list("status", flat=True).first()
     if status is None or status in FINISHED_STATUSES:
         # Finished, gone, or published again since: nothing for this notice to do.
@@ -138,7 +138,7 @@ def _job_id_for_message(notice: FailureNotice) -> str | None:
     if notice.schedule_id:
         firing = Delivery(job_id=None, message_id=notice.message_id, schedule_id=notice.schedule_id)
         return job_id_for_schedule_firing(firing)
-    recorded = JobExecution.objects.filter(message_id=notice.message_id)
+    recorded = statements.job_rows().filter(message_id=notice.message_id)
     return recorded.values_list("job_id", flat=True).first()
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.db import connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import F, Field, Q, Value
+from django.db.models import F, Field, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -27,6 +27,15 @@ from django_qstash_jobs.models import CLAIMABLE_STATUSES, JobExecution, JobStatu
 
 def _connection() -> BaseDatabaseWrapper:
     return connections[router.db_for_write(JobExecution)]
+
+
+def job_rows() -> QuerySet[JobExecution]:
+    """Job rows read from the database they are written to.
+
+    The receiver reads what a claim or an enqueue has just written; behind a database router
+    that sends reads to a replica, the replica may not have it yet.
+    """
+    return JobExecution.objects.using(router.db_for_write(JobExecution))
 
 
 def claim(job_id: str, lease_seconds: int) -> JobExecution | None:
@@ -53,7 +62,7 @@ def claim(job_id: str, lease_seconds: int) -> JobExecution | None:
             updated_at=now,
         )
     )
-    return JobExecution.objects.get(job_id=job_id) if claimed else None
+    return job_rows().get(job_id=job_id) if claimed else None
 
 
 def _supports_returning(connection: BaseDatabaseWrapper) -> bool:

@@ -16,12 +16,11 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from django_qstash_jobs import failure_notices
+from django_qstash_jobs import failure_notices, statements
 from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.exceptions import SignatureError
 from django_qstash_jobs.execution import Delivery, Outcome, execute
 from django_qstash_jobs.failure_notices import FailureNotice, identifier
-from django_qstash_jobs.models import JobExecution
 from django_qstash_jobs.signing import verify_signature
 
 logger = logging.getLogger("django_qstash_jobs.receiver")
@@ -42,23 +41,30 @@ def _answer(outcome: Outcome, job_id: str | None = None) -> HttpResponse:
     if outcome is Outcome.REJECTED:
         response["Upstash-NonRetryable-Error"] = "true"
     elif outcome is Outcome.BUSY:
-        # Another delivery is running the job; ask again once its lease could have run out.
-        response["Retry-After"] = str(_lease_left(job_id))
+        response["Retry-After"] = str(_retry_after(job_id))
     return response
 
 
-def _lease_left(job_id: str | None) -> int:
-    """Whole seconds until the running job's lease runs out (at least 1), or a whole lease."""
-    expires = (
-        JobExecution.objects.filter(job_id=job_id)
-        .values_list("lease_expires_at", flat=True)
-        .first()
+#: How long a delivery for a job not recorded yet waits: its enqueue's transaction is committing.
+NOT_RECORDED_RETRY_SECONDS = 10
+
+
+def _retry_after(job_id: str | None) -> int:
+    """Whole seconds until the job may be free to run.
+
+    What is left of the running delivery's lease (at least 1); a few seconds for a job whose row
+    is not there yet; a whole lease when there is no lease to go by.
+    """
+    leases = list(
+        statements.job_rows().filter(job_id=job_id).values_list("lease_expires_at", flat=True)[:1]
         if job_id
-        else None
+        else []
     )
-    if expires is None:
+    if not leases:
+        return NOT_RECORDED_RETRY_SECONDS
+    if leases[0] is None:
         return get_config().lease_seconds
-    return max(1, math.ceil((expires - timezone.now()).total_seconds()))
+    return max(1, math.ceil((leases[0] - timezone.now()).total_seconds()))
 
 
 @method_decorator(

@@ -232,11 +232,25 @@ def test_an_unregistered_job_type_fails_without_retry(deliver: Deliver) -> None:
 
 
 def test_a_signed_body_naming_no_known_job_is_rejected(deliver: Deliver) -> None:
-    assert deliver({"job_id": "does-not-exist"}).status_code == 489
+    assert deliver({"job_id": "does-not-exist"}, retried=1).status_code == 489
     assert deliver(b"not json").status_code == 489
     assert deliver({"nothing": "here"}).status_code == 489
     assert deliver(b"[1, 2]").status_code == 489
     assert deliver({"job_id": "nul\x00byte"}).status_code == 489  # PostgreSQL refuses NUL
+
+
+def test_a_job_not_recorded_yet_is_asked_to_come_back_once(deliver: Deliver) -> None:
+    # Published from inside a transaction that has not committed yet, perhaps.
+    execution = queued()
+    body = {"job_id": "not-recorded-yet", "job_type": "echo"}
+
+    first = deliver(body)
+
+    assert first.status_code == 503
+    assert first["Retry-After"] == "10"
+    JobExecution.objects.filter(pk=execution.pk).update(job_id="not-recorded-yet")  # committed
+    assert deliver(body, retried=1).status_code == 200
+    assert SideEffect.objects.filter(job_id="not-recorded-yet").count() == 1
 
 
 def test_a_finished_or_cancelled_job_is_acknowledged_without_running(deliver: Deliver) -> None:

@@ -8,7 +8,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import requests
 from django.core.management import call_command
+from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 from qstash import QStash
@@ -158,6 +160,41 @@ def test_a_delayed_job_published_late_waits_only_what_is_left_of_its_delay(
     due = (enqueued_at + timedelta(minutes=10)).timestamp() * 1000
     # Two minutes left of ten, not ten more: due when it was due, give or take the rounding.
     assert due <= message.not_before <= due + 2_000
+
+
+def test_a_job_delivered_before_its_transaction_commits_runs_once_committed(
+    devserver_factory: Callable[..., DevServerProcess], live_server: Any
+) -> None:
+    # With ENQUEUE_ON_COMMIT off, an enqueue inside a transaction publishes at once, and QStash
+    # may deliver before the commit. The receiver cannot see the row yet (on PostgreSQL; on
+    # SQLite its claim waits for the lock): it answers busy, and QStash's retry finds the row.
+    server = devserver_factory(backoff_scale=0.1)  # the busy answer's 10 s are 1 s here
+    settings = qstash_settings(server.url, live_server.url, ENQUEUE_ON_COMMIT=False)
+    with override_settings(QSTASH_JOBS=settings):
+        with transaction.atomic():
+            job_id = job_dispatcher.enqueue("echo", {"message": "early"})
+            message_id = JobExecution.objects.get(job_id=job_id).message_id
+            if connection.vendor == "postgresql":
+                wait_until(
+                    lambda: bool(events(server, messageId=message_id, state="RETRY")),
+                    what="the delivery made before the commit",
+                )
+        execution = wait_for(job_id, JobStatus.COMPLETED)
+    first_run = 2 if connection.vendor == "postgresql" else 1  # after the busy answer
+    assert execution.result == {"echo": "early", "attempt": first_run}
+
+
+def events(server: DevServerProcess, **filters: Any) -> list[dict[str, Any]]:
+    """The local QStash server's log events matching ``filters``."""
+    response = requests.get(
+        f"{server.url}/v2/events",
+        params=filters,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=5,
+    )
+    response.raise_for_status()
+    found: list[dict[str, Any]] = response.json()["events"]
+    return found
 
 
 def test_every_publish_asks_qstash_to_report_its_final_failure(
