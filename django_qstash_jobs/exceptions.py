@@ -24,6 +24,16 @@ class EnqueueError(QStashJobsError):
         self.job_ids: list[str] = job_ids or []
 
 
+class PublishRefused(EnqueueError):
+    """QStash refused a message itself (HTTP 400, 413 or 422): sent again as is, it would be
+    refused again.
+
+    The refused jobs are ``failed`` with QStash's answer as their error, not left ``pending``;
+    ``job_ids`` names them. Fix what QStash names (an option, the payload's size) and enqueue
+    them again.
+    """
+
+
 class JobValidationError(EnqueueError, ValueError):
     """The payload does not match the job type's schema; nothing was recorded.
 

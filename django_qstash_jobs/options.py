@@ -50,8 +50,8 @@ class PublishOptions:
     callback: str | None = None
     failure_callback: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    #: Sent as ``Upstash-Deduplication-Id``: the idempotency key, else the job id (a new one for
-    #: each manual retry), so a publish repeated after an ambiguous failure is not delivered twice.
+    #: Sent as ``Upstash-Deduplication-Id``: the job id (a new one for each manual retry), so a
+    #: publish repeated after an ambiguous failure is not delivered twice.
     deduplication_id: str | None = None
 
     def as_json(self) -> dict[str, Any]:
@@ -172,7 +172,21 @@ def _url(value: Any, name: str) -> str | None:
         return None
     if not is_absolute_http_url(value):
         raise ValueError(f"options[{name!r}] must be an absolute http:// or https:// URL.")
+    if not _is_header_text(value) or " " in value:
+        raise ValueError(
+            f"options[{name!r}] may hold printable ASCII characters only, without spaces: "
+            "percent-encode the others (a space is %20)."
+        )
+    try:
+        urlsplit(value).port  # noqa: B018 - raises for a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"options[{name!r}] has an invalid port: {exc}.") from None
     return str(value)
+
+
+def _is_header_text(text: str) -> bool:
+    # An HTTP header value carries printable ASCII; QStash's options travel as headers.
+    return all(" " <= character <= "~" for character in text)
 
 
 def _headers(headers: Any) -> dict[str, str]:
@@ -190,7 +204,10 @@ def _headers(headers: Any) -> dict[str, str]:
                 "use the enqueue options instead."
             )
         text = str(value)
-        if "\r" in text or "\n" in text:
-            raise ValueError(f"options['headers'][{name!r}] contains a line break.")
+        if not _is_header_text(text):
+            raise ValueError(
+                f"options['headers'][{name!r}] may hold printable ASCII characters only "
+                "(no line breaks, no accents): encode the value first, as RFC 8187 or base64."
+            )
         checked[name] = text
     return checked

@@ -16,9 +16,9 @@ from django.db import DatabaseError, router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from django_qstash_jobs import statements
+from django_qstash_jobs import signals, statements
 from django_qstash_jobs.conf import get_config
-from django_qstash_jobs.exceptions import EnqueueError
+from django_qstash_jobs.exceptions import EnqueueError, PublishRefused
 from django_qstash_jobs.models import JobExecution, JobStatus
 from django_qstash_jobs.options import PublishOptions
 from django_qstash_jobs.transports import OutgoingMessage, get_transport
@@ -53,11 +53,27 @@ def remaining_delay(execution: JobExecution, delay_seconds: int) -> int:
 
 
 def publish(executions: Sequence[JobExecution]) -> None:
-    """Publish now; on failure raise :class:`EnqueueError` and leave the rows ``pending``."""
+    """Publish now; on failure raise :class:`EnqueueError` and leave the rows ``pending``.
+
+    Rows whose message QStash refuses (:class:`PublishRefused`) are ``failed`` instead, with its
+    answer: published again as they are, they would be refused for ever, and in a batch they
+    would hold back every other row.
+    """
     if not executions:
         return
     try:
         message_ids = get_transport().publish([outgoing(execution) for execution in executions])
+    except PublishRefused as exc:
+        if len(executions) > 1:
+            # QStash refuses a whole batch for one message: find it, and publish the others.
+            _publish_one_by_one(executions)
+            return
+        _fail_refused(executions[0], exc)
+        raise PublishRefused(
+            f"{exc} The job is failed with this reason; fix what QStash names and enqueue it "
+            "again.",
+            job_ids=exc.job_ids,
+        ) from exc
     except EnqueueError:
         _release(executions)
         raise
@@ -89,8 +105,14 @@ def publish_on_commit(executions: Sequence[JobExecution]) -> None:
     def publish_after_commit() -> None:
         try:
             publish(executions)
-        except EnqueueError as exc:
-            logger.error("Publishing after commit failed; left for republish_jobs: %s", exc)
+        except PublishRefused as exc:
+            logger.error("Publishing after commit: %s", exc)
+        except Exception as exc:
+            # Whatever it was, the rows stay pending for republish_jobs; and the transaction's
+            # other on-commit callbacks (other enqueues among them) must still run.
+            logger.error(
+                "Publishing after commit failed; left for republish_jobs: %s", exc, exc_info=True
+            )
 
     transaction.on_commit(publish_after_commit, using=using)
 
@@ -118,6 +140,40 @@ def mark_published(executions: Sequence[JobExecution], message_ids: Sequence[str
             execution.status = JobStatus.QUEUED
 
 
+def _publish_one_by_one(executions: Sequence[JobExecution]) -> None:
+    refused: list[str] = []
+    for index, execution in enumerate(executions):
+        try:
+            publish([execution])
+        except PublishRefused:
+            refused.append(execution.job_id)
+        except EnqueueError:
+            _release(executions[index + 1 :])
+            raise
+    if refused:
+        raise PublishRefused(
+            f"QStash refused {len(refused)} of {len(executions)} jobs; they are failed with its "
+            "answer as their error, and the others are published.",
+            job_ids=refused,
+        )
+
+
+def _fail_refused(execution: JobExecution, exc: PublishRefused) -> None:
+    now = timezone.now()
+    error = f"PublishRefused: {exc}"
+    failed = JobExecution.objects.filter(pk=execution.pk, status=JobStatus.PENDING).update(
+        status=JobStatus.FAILED,
+        error=error,
+        finished_at=now,
+        publish_claimed_at=None,
+        updated_at=now,
+    )
+    if failed:
+        execution.status, execution.error, execution.finished_at = JobStatus.FAILED, error, now
+        logger.error("Job %s (%s) failed: %s", execution.job_id, execution.job_type, error)
+        signals.send_lifecycle(signals.job_failed, execution, error=error, exception=exc)
+
+
 def _release(executions: Sequence[JobExecution]) -> None:
     # Let the next republish run take these rows at once instead of waiting for the claim to age.
     claimed = [execution.pk for execution in executions if execution.publish_claimed_at]
@@ -133,6 +189,8 @@ class RepublishReport:
     failed: int = 0
     #: Rows another run had claimed, or that left ``pending`` meanwhile.
     skipped: int = 0
+    #: Rows whose message QStash refused: ``failed`` now, with its answer.
+    refused: int = 0
 
 
 def republish_pending(
@@ -176,6 +234,11 @@ def republish_pending(
                 report.skipped += 1
         try:
             publish(claimed)
+        except PublishRefused as exc:
+            # The refused rows are failed, the others published: the run goes on.
+            report.refused += len(exc.job_ids)
+            report.published += len(claimed) - len(exc.job_ids)
+            continue
         except EnqueueError as exc:
             report.failed += len(claimed)
             logger.error("Republishing %d jobs failed: %s", len(claimed), exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -14,7 +15,7 @@ from qstash.http import RetryConfig
 from qstash.message import BatchJsonRequest
 from qstash.schedule import Schedule
 
-from django_qstash_jobs.exceptions import EnqueueError, ScheduleError
+from django_qstash_jobs.exceptions import EnqueueError, PublishRefused, ScheduleError
 from django_qstash_jobs.transports.base import (
     BaseTransport,
     OutgoingMessage,
@@ -38,6 +39,10 @@ NOTICE_RETRIES = 3
 
 #: QStash accepts large batches; chunks bound the size of one request and of one failure.
 BATCH_SIZE = 500
+
+#: Answers refusing the message itself: sent again as is, it is refused again. (401 and 403 are
+#: the token's, 429 a limit's, 5xx QStash's own trouble: those pass, so the rows wait.)
+REFUSED_STATUSES = frozenset({400, 413, 422})
 
 
 class QStashTransport(BaseTransport):
@@ -126,6 +131,13 @@ class QStashTransport(BaseTransport):
             response = self.client.message.publish_json(
                 url=self._destination, body=message.body(), **self._arguments(message)
             )
+        except UnicodeEncodeError as exc:
+            # A header value HTTP cannot carry (enqueue refuses them; a row from elsewhere may
+            # hold one): sent again, it fails again.
+            raise PublishRefused(
+                f"The message cannot be sent: a header value is not ASCII ({exc}).",
+                job_ids=[message.job_id],
+            ) from exc
         except (QStashError, httpx.HTTPError) as exc:
             raise self._error(exc, [message]) from exc
         return response.message_id  # type: ignore[union-attr]
@@ -181,6 +193,8 @@ class QStashTransport(BaseTransport):
 
     def _error(self, exc: Exception, messages: Sequence[OutgoingMessage]) -> EnqueueError:
         job_ids = [message.job_id for message in messages]
+        if isinstance(exc, QStashError) and _status(exc) in REFUSED_STATUSES:
+            return PublishRefused(f"QStash refused the publish ({exc}).", job_ids=job_ids)
         if isinstance(exc, httpx.HTTPError):
             reason = self._unreachable(exc)
         else:
@@ -210,5 +224,10 @@ def _remote(schedule: Schedule) -> RemoteSchedule:
 
 
 def _is_not_found(exc: QStashError) -> bool:
-    # The SDK reports the HTTP status only in its message.
-    return "status: 404" in str(exc)
+    return _status(exc) == 404
+
+
+def _status(exc: QStashError) -> int | None:
+    # The SDK reports the HTTP status only in its message ("... with status: 400, body: ...").
+    found = re.search(r"status: (\d{3})\b", str(exc))
+    return int(found.group(1)) if found else None

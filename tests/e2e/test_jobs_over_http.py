@@ -15,8 +15,8 @@ from django.test import override_settings
 from django.utils import timezone
 from qstash import QStash
 
-from django_qstash_jobs import job_dispatcher
-from django_qstash_jobs.exceptions import EnqueueError
+from django_qstash_jobs import job_dispatcher, outbox
+from django_qstash_jobs.exceptions import EnqueueError, PublishRefused
 from django_qstash_jobs.models import JobExecution, JobSchedule, JobStatus
 from tests.concurrency import at_once
 from tests.e2e.conftest import wait_for, wait_until
@@ -101,6 +101,21 @@ def test_concurrent_enqueues_with_one_idempotency_key_deliver_once(
     published = [event for event in client.log.list().logs if event.state.value == "CREATED"]
     assert len(published) == 1
     assert SideEffect.objects.count() == 1
+
+
+def test_a_key_used_again_after_its_job_was_deleted_runs_its_new_job(
+    through_qstash: DevServerProcess,
+) -> None:
+    # QStash remembers a deduplication id for a while, whoever published it: as the key, the
+    # second publish would be dropped, and the new job left queued for ever.
+    first = job_dispatcher.enqueue("echo", {"message": "1"}, {"idempotency_key": "nightly"})
+    wait_for(first, JobStatus.COMPLETED)
+    JobExecution.objects.filter(job_id=first).delete()
+
+    second = job_dispatcher.enqueue("echo", {"message": "2"}, {"idempotency_key": "nightly"})
+
+    assert second != first
+    assert wait_for(second, JobStatus.COMPLETED).result == {"echo": "2", "attempt": 1}
 
 
 def test_a_delayed_job_can_be_cancelled_before_delivery(
@@ -195,6 +210,62 @@ def events(server: DevServerProcess, **filters: Any) -> list[dict[str, Any]]:
     response.raise_for_status()
     found: list[dict[str, Any]] = response.json()["events"]
     return found
+
+
+def pending(**options: Any) -> JobExecution:
+    """A row waiting to be published, with ``options`` as stored (enqueue's checks bypassed)."""
+    return JobExecution.objects.create(
+        job_type="echo",
+        payload={"message": "waiting"},
+        status=JobStatus.PENDING,
+        options=options,
+        created_at=timezone.now() - timedelta(minutes=5),
+    )
+
+
+def test_a_row_qstash_refuses_is_failed_and_holds_back_no_other(
+    through_qstash: DevServerProcess,
+) -> None:
+    # Oldest first: without isolation, the refused row would fail every batch for ever.
+    refused = pending(callback="http://bad host/")
+    others = [pending(), pending()]
+
+    report = outbox.republish_pending(older_than=timedelta(0))
+
+    assert (report.refused, report.published, report.failed) == (1, 2, 0)
+    refused.refresh_from_db()
+    assert refused.status == JobStatus.FAILED
+    assert refused.error.startswith("PublishRefused: QStash refused the publish (")
+    assert "invalid callback url" in refused.error
+    for execution in others:
+        wait_for(execution.job_id, JobStatus.COMPLETED)
+    assert outbox.republish_pending(older_than=timedelta(0)).refused == 0  # failed: not again
+
+
+def test_a_refused_publish_fails_the_job_and_says_so(through_qstash: DevServerProcess) -> None:
+    row = pending(headers={"X-Name": "José"})  # HTTP cannot carry it
+
+    with pytest.raises(PublishRefused, match="The job is failed with this reason") as caught:
+        outbox.publish([row])
+
+    assert caught.value.job_ids == [row.job_id]
+    row.refresh_from_db()
+    assert row.status == JobStatus.FAILED
+    assert "not ASCII" in row.error
+
+
+def test_a_refused_publish_after_commit_lets_the_other_callbacks_run(
+    through_qstash: DevServerProcess,
+) -> None:
+    refused, other = pending(callback="http://bad host/"), pending()
+    later: list[str] = []
+    with transaction.atomic():
+        outbox.publish_on_commit([refused, other])
+        transaction.on_commit(lambda: later.append("ran"))
+
+    assert later == ["ran"]
+    assert JobExecution.objects.get(pk=refused.pk).status == JobStatus.FAILED
+    wait_for(other.job_id, JobStatus.COMPLETED)
 
 
 def test_every_publish_asks_qstash_to_report_its_final_failure(

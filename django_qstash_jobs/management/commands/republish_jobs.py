@@ -37,6 +37,11 @@ class Command(BaseCommand):
             f"Published {report.published}, failed {report.failed}, "
             f"skipped {report.skipped} (claimed by another run or no longer pending)."
         )
+        if report.refused:
+            self.stdout.write(
+                f"QStash refused {report.refused} jobs; they are failed, with its answer as "
+                "their error."
+            )
         if report.failed:
             raise CommandError(
                 f"{report.failed} jobs could not be published; they stay pending. "
