@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, router, transaction
 from django.utils import timezone
 
 from django_qstash_jobs import outbox, schedules, signals, statements
@@ -106,6 +106,8 @@ class JobDispatcher:
             if execution.idempotency_key is None
             or job_id_for_key.get(execution.idempotency_key) == execution.job_id
         ]
+        if any(execution.pk is None for execution in created):
+            _read_back_primary_keys(created)
         for execution in created:
             signals.send_lifecycle(signals.job_enqueued, execution)
         outbox.publish_on_commit(created)
@@ -257,6 +259,20 @@ class JobDispatcher:
                 raise
             return existing
         return None
+
+
+def _read_back_primary_keys(executions: list[JobExecution]) -> None:
+    # bulk_create cannot return primary keys with ignore_conflicts (idempotency keys), nor on
+    # databases without RETURNING: read them by job id, so that job_enqueued's receivers get
+    # saved rows either way.
+    rows = JobExecution.objects.using(router.db_for_write(JobExecution))
+    for start in range(0, len(executions), 500):
+        chunk = {execution.job_id: execution for execution in executions[start : start + 500]}
+        for job_id, pk in rows.filter(job_id__in=chunk).values_list("job_id", "pk"):
+            execution = chunk[job_id]
+            execution.pk = pk
+            execution._state.adding = False
+            execution._state.db = rows.db
 
 
 #: The dispatcher every caller uses.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -79,7 +80,8 @@ def enqueue_on(
 
     The payload is built and validated when the signal fires, so a bad payload raises in the code
     that saved the model; the job is published once the transaction commits.
-    Returns the receiver, connected with a strong reference.
+    Returns the receiver, connected with a strong reference; its ``dispatch_uid`` attribute
+    disconnects it: ``signal.disconnect(sender=sender, dispatch_uid=receiver.dispatch_uid)``.
     """
 
     def build(value: Builder | Mapping[str, Any] | None, kwargs: dict[str, Any]) -> Any:
@@ -105,11 +107,26 @@ def enqueue_on(
         with transaction.atomic():
             receiver(sender, **kwargs)
 
-    signal.connect(
-        receiver_in_transaction,
-        sender=sender,
-        weak=False,
-        dispatch_uid=dispatch_uid
-        or f"django_qstash_jobs.enqueue_on:{job_type}:{id(signal)}:{sender!r}",
+    builders = (payload, metadata, options, when)
+    uid = (
+        dispatch_uid
+        or f"django_qstash_jobs.enqueue_on:{job_type}:{id(signal)}:{sender!r}:"
+        + hashlib.sha256(repr([_identity(builder) for builder in builders]).encode()).hexdigest()
     )
+    signal.connect(receiver_in_transaction, sender=sender, weak=False, dispatch_uid=uid)
+    receiver_in_transaction.dispatch_uid = uid  # type: ignore[attr-defined]
     return receiver_in_transaction
+
+
+def _identity(builder: Any) -> str:
+    """What tells one ``enqueue_on`` builder from another, stable across calls.
+
+    The default ``dispatch_uid`` holds it: the same registration made twice (``ready()`` run
+    again) connects once, while two registrations that differ only in their payload or filter
+    (a welcome email on create, another on update) both connect. A function is known by where
+    it is defined, since every lambda has the same name.
+    """
+    code = getattr(builder, "__code__", None)
+    if code is not None:
+        return f"{code.co_filename}:{code.co_firstlineno}:{builder.__qualname__}"
+    return repr(builder)

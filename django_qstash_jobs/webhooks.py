@@ -110,7 +110,8 @@ class StripeProvider(WebhookProvider):
         signatures = []
         for item in header.split(","):
             key, _, value = item.strip().partition("=")
-            if key == "t" and value.isdigit():
+            # isdigit() alone accepts "²" and other digits int() refuses.
+            if key == "t" and value.isascii() and value.isdigit() and len(value) <= 12:
                 timestamp = int(value)
             elif key == "v1" and value:
                 signatures.append(value)

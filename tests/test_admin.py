@@ -84,6 +84,16 @@ def test_list_shows_badges_types_users_attempts_and_durations(admin_client: Clie
     assert "django_qstash_jobs/admin.css" in content
 
 
+def test_a_user_id_too_large_for_a_key_is_shown_as_it_is(admin_client: Client) -> None:
+    # An external id of 30 digits: no user's key, and out of range for the database.
+    row = job(user_id="9" * 30)
+
+    for url in (reverse(CHANGELIST), change_url(row)):
+        response = admin_client.get(url)
+        assert response.status_code == 200
+        assert "9" * 30 in response.content.decode()
+
+
 def test_list_filters_by_status_type_and_date(admin_client: Client) -> None:
     failed = job(JobStatus.FAILED)
     job(JobStatus.COMPLETED)

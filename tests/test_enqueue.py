@@ -296,6 +296,30 @@ def test_job_enqueued_signal_is_sent_with_the_row() -> None:
     assert received == [job_id]
 
 
+@pytest.mark.parametrize("keyed", [False, True], ids=["no key", "idempotency keys"])
+def test_enqueue_many_sends_job_enqueued_with_saved_rows(keyed: bool) -> None:
+    # With keys, bulk_create ignores conflicts, which leaves the new rows without their keys.
+    received: list[tuple[int | None, bool]] = []
+
+    def on_enqueued(sender: object, execution: JobExecution, **kwargs: object) -> None:
+        received.append((execution.pk, execution._state.adding))
+
+    job_enqueued.connect(on_enqueued)
+    try:
+        job_dispatcher.enqueue_many(
+            [
+                {"job_type": "echo", "payload": {"message": str(index)},
+                 "metadata": {"idempotency_key": f"key-{index}"} if keyed else None}
+                for index in range(3)
+            ]
+        )  # fmt: skip
+    finally:
+        job_enqueued.disconnect(on_enqueued)
+    assert sorted(received) == [
+        (pk, False) for pk in JobExecution.objects.values_list("pk", flat=True).order_by("pk")
+    ]
+
+
 def test_enqueue_error_is_the_base_of_validation_errors() -> None:
     # Callers following the usage guide catch one exception for every enqueue failure.
     with pytest.raises(EnqueueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.db import transaction
@@ -80,3 +81,26 @@ def test_a_payload_that_is_not_a_dict_is_refused_not_emptied() -> None:
     finally:
         post_save.disconnect(receiver, sender=Article, dispatch_uid="test-list")
     assert not JobExecution.objects.exists()
+
+
+def test_two_registrations_that_differ_only_in_their_builders_both_connect() -> None:
+    def register(first: bool) -> Any:
+        # Lambdas made in one function: the same name, different places, different payloads.
+        if first:
+            return enqueue_on(
+                post_save, Article, "echo", payload=lambda instance, **kwargs: {"message": "A"}
+            )
+        return enqueue_on(
+            post_save, Article, "echo", payload=lambda instance, **kwargs: {"message": "B"}
+        )
+
+    receivers = [register(True), register(False), register(True)]
+    assert receivers[0].dispatch_uid == receivers[2].dispatch_uid != receivers[1].dispatch_uid
+    try:
+        Article.objects.create(title="x")
+    finally:
+        for receiver in receivers:
+            post_save.disconnect(sender=Article, dispatch_uid=receiver.dispatch_uid)
+
+    # Two builders, two jobs; the same registration made again connected once.
+    assert sorted(JobExecution.objects.values_list("payload__message", flat=True)) == ["A", "B"]

@@ -9,7 +9,8 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db.models import Q, QuerySet
+from django.db import connections
+from django.db.models import Field, Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
@@ -55,16 +56,31 @@ def users_by_id(user_ids: Iterable[str]) -> dict[str, AbstractBaseUser]:
     user_model = get_user_model()
     pk_field = user_model._meta.pk
     assert pk_field is not None
+    manager = user_model._default_manager
     keys = []
     for user_id in set(user_ids):
         try:
-            keys.append(pk_field.to_python(user_id))
+            key = pk_field.to_python(user_id)
         except ValidationError:
             continue
+        if _fits(key, pk_field, manager.db):
+            keys.append(key)
     if not keys:
         return {}
-    users = user_model._default_manager.filter(pk__in=keys).only("pk", user_model.USERNAME_FIELD)
+    users = manager.filter(pk__in=keys).only("pk", user_model.USERNAME_FIELD)
     return {str(user.pk): user for user in users}
+
+
+def _fits(key: Any, field: Field[Any, Any], alias: str) -> bool:
+    # An integer beyond the column's range (an external id of 20 digits) is no user's key, and
+    # the database would refuse it in the query.
+    if not isinstance(key, int):
+        return True
+    try:
+        low, high = connections[alias].ops.integer_field_range(field.get_internal_type())
+    except KeyError:  # an integer key of a type the backend has no range for
+        return True
+    return (low is None or key >= low) and (high is None or key <= high)
 
 
 class JobChangeList(ChangeList):

@@ -175,6 +175,18 @@ def test_a_forged_stripe_signature_is_refused_and_nothing_is_enqueued(
     assert "Stripe-Signature does not match" in caplog.text
 
 
+@pytest.mark.parametrize("timestamp", ["²", "1" * 5000, "-5", ""])
+def test_a_stripe_timestamp_that_is_no_number_is_refused_cleanly(
+    client: Client, timestamp: str
+) -> None:
+    # "²" is a digit to str.isdigit() but not to int(); 5000 digits are past int()'s limit.
+    body = json.dumps(STRIPE_EVENT).encode()
+    signature = stripe_signature(body).replace("t=", "x=", 1) + f",t={timestamp}"
+
+    assert post_stripe(client, body, signature).status_code == 400
+    assert not JobExecution.objects.exists()
+
+
 def test_a_stale_stripe_timestamp_is_refused_as_a_replay(
     client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
