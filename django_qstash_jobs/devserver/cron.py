@@ -47,7 +47,14 @@ def parse_cron(expression: str) -> Cron:
     joined = " ".join(fields)
     if not croniter.is_valid(joined):
         raise ValueError(f"invalid cron expression {expression!r}")
-    return Cron(fields=joined, zone=zone)
+    cron = Cron(fields=joined, zone=zone)
+    try:
+        # Valid field by field, yet perhaps no date at all (February 30th): it would never fire,
+        # and the scheduler could not compute its next time.
+        cron.next_after_ms(int(datetime.now(timezone.utc).timestamp() * 1000))
+    except ValueError as exc:
+        raise ValueError(f"invalid cron expression {expression!r}: it never fires") from exc
+    return cron
 
 
 def _probe(fields: list[str], field: str, name: str) -> str:

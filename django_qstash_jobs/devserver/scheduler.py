@@ -45,7 +45,11 @@ class Scheduler:
         with self.engine.db.read() as conn:
             schedules = list_schedules(conn)
         for schedule in schedules:
-            self.refresh(schedule.id)
+            try:
+                self.refresh(schedule.id)
+            except ValueError as exc:
+                # Stored by an older version that let it through: the others still run.
+                log.error("Schedule %s is not scheduled: %s", schedule.id, exc)
         self._thread = threading.Thread(target=self._run, name="qstash-dev-cron", daemon=True)
         self._thread.start()
 

@@ -133,10 +133,14 @@ class DevServer:
             self._db = self._engine = self._scheduler = None
             raise
         self.port = self._httpd.server_address[1]
-        self._engine.restore()
-        self._pool = DeliveryPool(self._engine, self.workers, self.verbose)
-        self._pool.start()
-        self._scheduler.start()
+        try:
+            self._engine.restore()
+            self._pool = DeliveryPool(self._engine, self.workers, self.verbose)
+            self._pool.start()
+            self._scheduler.start()
+        except BaseException:
+            self.stop()  # Never served: stop() must not wait for serve_forever to end.
+            raise
         self._serve_thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -150,7 +154,10 @@ class DevServer:
         """Stop accepting requests and deliveries, close connections and the database."""
         if self._httpd is None:
             return
-        self._httpd.shutdown()
+        if self._serve_thread is not None:
+            # shutdown() waits for serve_forever() to return: only once it was started.
+            self._httpd.shutdown()
+            self._serve_thread = None
         self._httpd.close_connections()
         self._httpd.server_close()
         if self._scheduler is not None:
