@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.client
 import logging
+import select
 import ssl
 import threading
 import time
@@ -35,9 +36,10 @@ _RETRY_AFTER_HEADERS = (
 )
 # Idle keep-alive connections a worker keeps, one per destination scheme, host and port.
 _MAX_IDLE_CONNECTIONS = 16
-# Errors that mean a reused keep-alive connection had been closed by the destination in the
-# meantime (``http.client.RemoteDisconnected`` is a ConnectionResetError); the attempt is
-# then made once more on a fresh connection.
+# Errors writing a request on a reused keep-alive connection that the destination had closed
+# in the meantime: nothing reached it, so the request is written once more on a fresh one.
+# Once the request is written, a lost connection is a failed attempt: the destination may have
+# run it (a worker killed mid-request), and sending it again at once would deliver it twice.
 _STALE_CONNECTION_ERRORS = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
 # Methods whose requests carry no ``Content-Length`` when they have no body (as requests did).
 _NO_BODY_METHODS = frozenset(("GET", "HEAD"))
@@ -116,8 +118,10 @@ class Connections:
     def take(self, target: _Target) -> tuple[http.client.HTTPConnection, bool]:
         """Return a connection to ``target`` and whether it was used before."""
         conn = self._idle.pop((target.scheme, target.host, target.port), None)
-        if conn is not None and conn.sock is not None:
+        if conn is not None and not _dropped(conn):
             return conn, True
+        if conn is not None:
+            conn.close()
         if target.scheme == "https":
             if self._ssl is None:
                 self._ssl = self._ssl_factory()
@@ -144,6 +148,21 @@ class Connections:
         for conn in self._idle.values():
             conn.close()
         self._idle.clear()
+
+
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """Whether an idle connection was closed by the other end (as urllib3 checks before reuse).
+
+    An idle connection has nothing to read: readable means the destination closed it, or sent
+    something no request asked for. Either way it is not to be used.
+    """
+    if conn.sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([conn.sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _default_ssl_context() -> ssl.SSLContext:
@@ -178,15 +197,15 @@ def _read_limited(response: http.client.HTTPResponse, deadline: float) -> tuple[
             raise _Failure("Timeout", "the response took longer than the attempt's timeout")
 
 
-def _send(
+def _write(
     conn: http.client.HTTPConnection,
     method: str,
     target: _Target,
     headers: dict[str, str],
     body: bytes,
     timeout: float,
-) -> http.client.HTTPResponse:
-    """Send one request on ``conn`` (connecting it if needed) and read the status and headers."""
+) -> None:
+    """Write one request on ``conn``, connecting it if needed."""
     if conn.sock is None:
         conn.timeout = min(timeout, 10.0)
         try:
@@ -219,7 +238,6 @@ def _send(
         conn.putheader("Content-Length", str(len(body)))
     # Headers and body leave in one write.
     conn.endheaders(body or None)
-    return conn.getresponse()
 
 
 def call_destination(
@@ -241,13 +259,14 @@ def call_destination(
     conn, reused = connections.take(target)
     try:
         try:
-            response = _send(conn, method, target, headers, rec.body, timeout)
+            _write(conn, method, target, headers, rec.body, timeout)
         except _STALE_CONNECTION_ERRORS:
             if not reused:
                 raise
             # The destination closed the idle connection; nothing reached it, so try anew.
             conn.close()
-            response = _send(conn, method, target, headers, rec.body, timeout)
+            _write(conn, method, target, headers, rec.body, timeout)
+        response = conn.getresponse()
         body, whole = _read_limited(response, deadline)
     except _Failure as exc:
         conn.close()

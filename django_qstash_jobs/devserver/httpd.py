@@ -28,6 +28,10 @@ log = logging.getLogger("django_qstash_jobs.devserver")
 _DISCARD_LIMIT = 256 * 1024 * 1024
 
 
+class _BodyCutShort(Exception):
+    """The connection ended before the request's body did."""
+
+
 @dataclass
 class Request:
     """One parsed request; ``path`` and ``query`` are raw (not percent-decoded)."""
@@ -133,6 +137,11 @@ class _Handler(BaseHTTPRequestHandler):
                 params=parse_qsl(query, keep_blank_values=True),
             )
             response = self.server.app(request)
+        except _BodyCutShort:
+            # The client went away mid-body: nothing to answer, and a message made of part of
+            # its body must not be published (its client retries the whole of it).
+            self.close_connection = True
+            return
         except ApiError as exc:
             response = error_response(exc.status, exc.message)
         except Exception:
@@ -167,7 +176,10 @@ class _Handler(BaseHTTPRequestHandler):
         if length > limit:
             self._discard(length)
             raise ApiError(413, f"request body too large: limit is {limit} bytes")
-        return self.rfile.read(length) if length else b""
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            raise _BodyCutShort
+        return body
 
     def _discard(self, length: int) -> None:
         if length > _DISCARD_LIMIT:
@@ -198,7 +210,10 @@ class _Handler(BaseHTTPRequestHandler):
             if total > limit:
                 self.close_connection = True
                 raise ApiError(413, f"request body too large: limit is {limit} bytes")
-            parts.append(self.rfile.read(size))
+            part = self.rfile.read(size)
+            if len(part) < size:
+                raise _BodyCutShort
+            parts.append(part)
             self.rfile.readline(1024)
         return b"".join(parts)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import socket
 import threading
 import time
@@ -237,6 +238,65 @@ def test_a_kept_connection_closed_by_the_destination_is_reopened(
         # Each attempt found its previous connection closed and succeeded on a new one.
         assert not client.dlq.list().messages
         assert all(b"Upstash-Retried: 0" in request for request in seen)
+
+
+def _read_request(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head, re.IGNORECASE).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        body += conn.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def _die_after_reading_the_second(listener: socket.socket, requests_seen: list[bytes]) -> None:
+    # The first request on a connection is answered and the connection kept; the second is read
+    # whole, then the connection drops without an answer, as when a worker dies mid-request.
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            for turn in range(2):
+                request = _read_request(conn)
+                if not request:
+                    break
+                requests_seen.append(request)
+                if turn == 1:
+                    break
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
+def test_a_connection_lost_after_the_request_was_sent_is_a_failed_attempt(
+    make_server: Callable[..., DevServer],
+) -> None:
+    seen: list[bytes] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        thread = threading.Thread(
+            target=_die_after_reading_the_second, args=(listener, seen), daemon=True
+        )
+        thread.start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/dies"
+        server = make_server(workers=1)
+        client = QStash(server.token, base_url=server.url, retry=False)
+        client.message.publish_json(url=url, body={"n": 1}, retries=3)
+        wait_until(lambda: len(seen) >= 1, what="the first delivery")
+        assert server.wait_idle()
+        client.message.publish_json(url=url, body={"n": 2}, retries=3)
+        wait_until(lambda: len(seen) >= 3, what="the second message, then its retry")
+        assert server.wait_idle()
+    second = [request for request in seen if request.endswith(b'{"n": 2}')]
+    # The destination may have run it: resending at once, as attempt 0 again, would be a
+    # duplicate QStash never makes. It is attempt 1, after the failure was recorded.
+    assert [re.search(rb"Upstash-Retried: (\d+)", r).group(1) for r in second] == [b"0", b"1"]  # type: ignore[union-attr]
 
 
 def test_credentials_in_the_url_become_the_one_authorization_header(

@@ -121,6 +121,30 @@ def test_garbage_on_the_socket_does_not_hurt(server: DevServer, qstash: QStash) 
     _still_alive(qstash)
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["Content-Length", "chunked"])
+def test_a_publish_whose_body_is_cut_short_publishes_nothing(
+    server: DevServer, qstash: QStash, destination: Destination, chunked: bool
+) -> None:
+    # The client went away mid-body; its SDK retries the whole message, which must then be
+    # the only one.
+    host, port = server.url.removeprefix("http://").split(":")
+    head = (
+        f"POST /v2/publish/{destination.url('/cut')} HTTP/1.1\r\n"
+        f"Authorization: Bearer {server.token}\r\n"
+    )
+    if chunked:
+        request = head + "Transfer-Encoding: chunked\r\n\r\n64\r\n" + '{"amount": 10'
+    else:
+        request = head + "Content-Length: 100\r\n\r\n" + '{"amount": 10'
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request.encode())
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(4096) == b""  # no answer: there is no one to answer
+    assert server.wait_idle()
+    assert qstash.message.cancel_all() == 0  # nothing was published
+    assert destination.received("/cut") == []
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [
