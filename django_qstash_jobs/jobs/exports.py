@@ -48,6 +48,15 @@ def export_data(payload: ExportDataPayload, ctx: JobContext) -> dict[str, Any]:
         lookups = definition.lookups(payload.filters)
     except (KeyError, ValueError) as exc:
         raise PermanentJobError(str(exc.args[0])) from None
+    organization_id = ctx.execution.organization_id
+    if definition.scope is None and organization_id is not None:
+        # Fail closed: the file would hold every organisation's rows, for one organisation.
+        raise PermanentJobError(
+            f"Export {definition.name!r} has no scope, and this job is for organisation "
+            f"{organization_id!r}: it would hold every organisation's rows. Register it again "
+            f"with a scope (register_export({definition.name!r}, ..., scope=..., replace=True)), "
+            "or enqueue it without an organization_id."
+        )
     try:
         queryset = definition.get_queryset().filter(**lookups)
         if definition.scope is not None:

@@ -70,7 +70,7 @@ def read(storage: FileSystemStorage, execution: JobExecution) -> str:
 def test_users_csv_with_a_date_filter(storage: FileSystemStorage) -> None:
     execution = export(
         {"entityType": "users", "format": "csv", "filters": {"createdAfter": "2025-01-10"}},
-        {"user_id": 123, "organization_id": 456},
+        {"user_id": 123},
     )
 
     content = read(storage, execution)
@@ -173,6 +173,18 @@ def test_job_executions_of_an_organisation_hold_only_its_rows(storage: FileSyste
     assert lines[0]["status"] == "running"
     # Unscoped: the four rows and the two export jobs.
     assert everything.result["rows"] == 6
+
+
+@pytest.mark.usefixtures("users")
+def test_an_export_without_scope_refuses_a_job_for_an_organisation() -> None:
+    # Users have no organisation here: the file would hold every organisation's accounts.
+    execution = export({"entity_type": "users", "format": "csv"}, {"organization_id": 456})
+
+    assert execution.status == JobStatus.FAILED
+    assert "Export 'users' has no scope, and this job is for organisation '456'" in (
+        execution.error
+    )
+    assert execution.result is None
 
 
 @pytest.fixture
