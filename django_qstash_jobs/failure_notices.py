@@ -24,6 +24,7 @@ from django_qstash_jobs import signals, statements
 from django_qstash_jobs.exceptions import DeliveryAbandoned
 from django_qstash_jobs.execution import Delivery, Outcome, job_id_for_schedule_firing
 from django_qstash_jobs.models import FINISHED_STATUSES, JobExecution, JobStatus
+from django_qstash_jobs.transports import get_transport
 
 logger = logging.getLogger("django_qstash_jobs")
 
@@ -130,6 +131,20 @@ def record(notice: FailureNotice) -> tuple[Outcome, str | None]:
         # Finished, gone, or published again since: nothing for this notice to do.
         return Outcome.ACKNOWLEDGED, job_id
     return Outcome.BUSY, job_id
+
+
+def forward(notice: FailureNotice, body: bytes, job_id: str) -> None:
+    """Pass the notice on to the job's own ``failure_callback``, as QStash would have called it.
+
+    QStash calls one failure callback per message, and it is always the receiver, so that a job
+    whose attempts never finished is failed; a job that asked for its own hears from it here.
+    Through QStash, so that it arrives signed and retried; its deduplication id lets a notice
+    QStash sends again (after a 500 here) be forwarded once.
+    """
+    options = statements.job_rows().filter(job_id=job_id).values_list("options", flat=True).first()
+    url = options.get("failure_callback") if isinstance(options, dict) else None
+    if url:
+        get_transport().forward(url, body, deduplication_id=f"{notice.message_id}:failure-notice")
 
 
 def _job_id_for_message(notice: FailureNotice) -> str | None:

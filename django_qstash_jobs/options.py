@@ -28,8 +28,8 @@ class EnqueueOptions(TypedDict, total=False):
     retries: int
     #: URL QStash calls with the receiver's response after each attempt.
     callback: str
-    #: URL QStash calls once the job has failed for good, instead of the receiver (which then
-    #: cannot fail a job whose attempts never finished).
+    #: URL that gets QStash's notice once QStash gives up on the job: the receiver records the
+    #: failure, then forwards the notice there through QStash.
     failure_callback: str
     #: Headers forwarded to the receiver with the delivery.
     headers: dict[str, str]

@@ -98,7 +98,7 @@ class ReceiveView(View):
             body = None
         notice = FailureNotice.parse(body)
         if notice is not None:
-            return _record_notice(notice)
+            return _record_notice(notice, request.body)
         delivery = _delivery(request, body)
         if delivery is None:
             logger.error("Rejected a signed delivery whose body names no job.")
@@ -113,9 +113,11 @@ class ReceiveView(View):
         return _answer(outcome, delivery.job_id)
 
 
-def _record_notice(notice: FailureNotice) -> HttpResponse:
+def _record_notice(notice: FailureNotice, body: bytes) -> HttpResponse:
     try:
         outcome, job_id = failure_notices.record(notice)
+        if outcome is Outcome.ACKNOWLEDGED and job_id is not None:
+            failure_notices.forward(notice, body, job_id)
     except Exception:
         logger.exception("Recording QStash's failure notice for %s failed.", notice.message_id)
         return JsonResponse({"status": "error"}, status=500)

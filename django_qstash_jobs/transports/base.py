@@ -89,6 +89,11 @@ class BaseTransport:
         """Cancel a published message that was not delivered yet; unknown ids are not an error."""
         raise NotImplementedError
 
+    def forward(self, url: str, body: bytes, *, deduplication_id: str) -> None:
+        """Deliver ``body`` to ``url`` through QStash (signed, retried): a failure notice
+        passed on to a job's own ``failure_callback``. Raise ``EnqueueError`` on failure."""
+        raise NotImplementedError
+
     # Schedules. Errors are ScheduleError, saying whether QStash refused or could not be reached.
 
     def upsert_schedule(self, schedule: OutgoingSchedule) -> None:

@@ -50,6 +50,9 @@ class ImmediateTransport(BaseTransport):
     def cancel(self, message_id: str) -> None:
         """Nothing to cancel: an immediate job has already run."""
 
+    def forward(self, url: str, body: bytes, *, deduplication_id: str) -> None:
+        """Nothing to forward: without QStash, no failure notice ever comes."""
+
     def upsert_schedule(self, schedule: OutgoingSchedule) -> None:
         with _lock:
             _schedules[schedule.schedule_id] = RemoteSchedule(

@@ -76,6 +76,17 @@ class QStashTransport(BaseTransport):
         except httpx.HTTPError as exc:
             raise EnqueueError(f"{self._unreachable(exc)}.") from exc
 
+    def forward(self, url: str, body: bytes, *, deduplication_id: str) -> None:
+        try:
+            self.client.message.publish(
+                url=url,
+                body=body,
+                content_type="application/json",
+                deduplication_id=deduplication_id,
+            )
+        except (QStashError, httpx.HTTPError) as exc:
+            raise EnqueueError(f"Forwarding a failure notice to {url} failed: {exc}") from exc
+
     def upsert_schedule(self, schedule: OutgoingSchedule) -> None:
         if not self.config.receiver_url:
             raise ScheduleError(
@@ -178,10 +189,9 @@ class QStashTransport(BaseTransport):
             arguments["delay"] = options.delay_seconds
         if options.callback:
             arguments["callback"] = options.callback
-        if options.failure_callback:
-            arguments["failure_callback"] = options.failure_callback
-        else:
-            arguments.update(self._failure_notice)
+        # Always the receiver, which records the failure and forwards the notice to the job's
+        # own failure_callback: QStash calls one URL only.
+        arguments.update(self._failure_notice)
         if options.headers:
             arguments["headers"] = options.headers
         if options.deduplication_id:

@@ -19,6 +19,7 @@ from django_qstash_jobs import job_dispatcher, outbox
 from django_qstash_jobs.exceptions import EnqueueError, PublishRefused
 from django_qstash_jobs.models import JobExecution, JobSchedule, JobStatus
 from tests.concurrency import at_once
+from tests.devserver.conftest import Destination
 from tests.e2e.conftest import wait_for, wait_until
 from tests.servers import TOKEN, DevServerProcess, qstash_settings
 from tests.testapp.models import SideEffect
@@ -288,8 +289,34 @@ def test_every_publish_asks_qstash_to_report_its_final_failure(
             for job_id in (ours, theirs, *batched)
         }
     receiver = f"{live_server.url}/jobs/receive/"
-    assert [messages[job_id].failure_callback for job_id in (ours, *batched)] == [receiver] * 3
-    assert messages[theirs].failure_callback == "https://example.com/failed"  # theirs replaces it
+    # A job's own failure_callback too: the receiver records the failure, then forwards it.
+    assert [messages[job_id].failure_callback for job_id in (ours, theirs, *batched)] == [
+        receiver
+    ] * 4
+    assert JobExecution.objects.get(job_id=theirs).options["failure_callback"] == (
+        "https://example.com/failed"
+    )
+
+
+def test_a_jobs_own_failure_callback_hears_from_qstash_through_the_receiver(
+    through_qstash: DevServerProcess,
+) -> None:
+    own = Destination()
+    try:
+        job_id = job_dispatcher.enqueue(
+            "flaky",
+            {"fail_times": 5},
+            options={"retries": 0, "failure_callback": own.url("/failed")},
+        )
+        (notice,) = own.wait_for(1, "/failed")
+    finally:
+        own.close()
+    execution = JobExecution.objects.get(job_id=job_id)
+    assert execution.status == JobStatus.FAILED
+    body = json.loads(notice.body)
+    # QStash's own notice, as it would have sent it: about the job's message, signed by QStash.
+    assert body["sourceMessageId"] == execution.message_id
+    assert "Upstash-Signature" in notice.headers
 
 
 def test_a_job_whose_attempts_time_out_is_failed_when_qstash_gives_up(
