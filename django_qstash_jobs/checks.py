@@ -75,6 +75,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="django_qstash_jobs.E008",
                 )
             )
+    if not isinstance(config.csv_escape_formulas, bool):
+        messages.append(
+            Error(
+                "QSTASH_JOBS['CSV_ESCAPE_FORMULAS'] must be True or False, not "
+                f"{config.csv_escape_formulas!r}.",
+                id="django_qstash_jobs.E009",
+            )
+        )
     return messages
 
 

@@ -39,6 +39,8 @@ DEFAULTS: dict[str, Any] = {
     "SCHEDULES": [],
     "RETENTION_DAYS": 30,
     "STORAGE": "default",
+    # CSV text cells that a spreadsheet would run as a formula get a leading apostrophe.
+    "CSV_ESCAPE_FORMULAS": True,
     "WEBHOOK_SECRETS": {},
 }
 
@@ -71,6 +73,7 @@ class JobsConfig:
     schedules: list[dict[str, Any]]
     retention_days: int
     storage: str
+    csv_escape_formulas: bool
     webhook_secrets: dict[str, Any]
     #: Keys present in ``QSTASH_JOBS`` that this package does not know (typos, mostly).
     unknown_keys: tuple[str, ...] = field(default=())
@@ -105,6 +108,7 @@ def _resolve(user: dict[str, Any]) -> JobsConfig:
         schedules=list(values["SCHEDULES"]),
         retention_days=values["RETENTION_DAYS"],
         storage=values["STORAGE"],
+        csv_escape_formulas=values["CSV_ESCAPE_FORMULAS"],
         webhook_secrets=dict(values["WEBHOOK_SECRETS"]),
         unknown_keys=unknown,
     )

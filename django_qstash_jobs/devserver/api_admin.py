@@ -51,6 +51,8 @@ def _endpoints(request: Request, require_url: bool) -> list[dict[str, Any]]:
         if not isinstance(endpoint, dict):
             raise bad_request("each endpoint must be an object")
         url, name = endpoint.get("url"), endpoint.get("name")
+        if name is not None and not isinstance(name, str):
+            raise bad_request("endpoint name must be a string")
         if url is not None:
             url = check_url("endpoint url", str(url))
         elif require_url or name is None:

@@ -31,14 +31,22 @@ def as_list(value: Any) -> list[str]:
     return [str(value)]
 
 
+#: The largest integer SQLite stores: parameters compared in SQL must fit.
+_SQLITE_INT_MAX = 2**63 - 1
+
+
 def int_param(value: Any, name: str, default: int | None = None) -> int | None:
     """An optional integer parameter, or a 400."""
     if value is None or value == "":
         return default
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError):
         raise bad_request(f"invalid {name}: {value!r} is not an integer") from None
+    if not -_SQLITE_INT_MAX <= number <= _SQLITE_INT_MAX:
+        # Numbers are compared in SQL, whose integers have 64 bits.
+        raise bad_request(f"invalid {name}: {value!r} is out of range")
+    return number
 
 
 def page_size(request: Request, default: int, maximum: int) -> int:

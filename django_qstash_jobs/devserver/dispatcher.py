@@ -186,11 +186,22 @@ class Dispatcher:
             self._pump(gate)
 
     def forget_queue(self, name: str) -> None:
-        """Drop a queue gate (its messages were cancelled before)."""
+        """Drop a deleted queue's gate (its messages were cancelled before).
+
+        A gate with a delivery still in flight stays until it ends, but with a new queue's
+        settings: the queue is recreated with those if it is used again meanwhile, and a pause
+        of the deleted one must not hold its messages.
+        """
         with self._lock:
             gate = self._queues.get(name)
-            if gate is not None and not gate.waiting and not gate.active:
+            if gate is None:
+                return
+            if not gate.waiting and not gate.active:
                 del self._queues[name]
+                return
+            fresh = QueueGate()
+            gate.parallelism, gate.paused = fresh.parallelism, fresh.paused
+            self._pump(gate)
 
     # -- flow control ---------------------------------------------------------------------
 

@@ -14,6 +14,8 @@ from .headers import Headers, add_value
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 MAX_RETRIES = 100
+#: 2100-01-01T00:00:00Z in Unix seconds: the latest Upstash-Not-Before accepted.
+_LATEST_NOT_BEFORE = 4_102_444_800
 _MAX_FLOW_PERIOD_SECONDS = 7 * 86400
 _CALLBACK_SETTINGS = ("method", "timeout", "retries", "retry-delay", "delay")
 # Headers of the publish request itself that are never forwarded by Upstash-Header-Forward.
@@ -242,7 +244,9 @@ def parse_options(headers: Headers, default_retries: int = DEFAULT_RETRIES) -> P
         elif key == "delay":
             delay = parse_seconds(name, value)
         elif key == "not-before":
-            opts.not_before = parse_int(name, value, 0)
+            # Unix seconds; a bound well past any plan's longest delay keeps milliseconds (or
+            # nanoseconds sent by mistake) from overflowing the store's 64-bit integers.
+            opts.not_before = parse_int(name, value, 0, _LATEST_NOT_BEFORE)
         elif key == "callback":
             opts.callback = check_url("callback url", value)
         elif key == "failure-callback":

@@ -10,7 +10,8 @@ import csv
 import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, time
-from itertools import islice
+from itertools import islice, repeat
+from operator import itemgetter
 from typing import IO, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -24,13 +25,31 @@ _CHUNK = 2000
 _encoder = DjangoJSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-def converter_for(field: models.Field[Any, Any] | None) -> Converter:
+def converter_for(
+    field: models.Field[Any, Any] | None, *, escape_formulas: bool = True
+) -> Converter:
     """How a CSV cell shows the field's values, or None to let ``csv`` write ``str(value)``."""
     if isinstance(field, (models.DateTimeField, models.DateField, models.TimeField)):
         return _isoformat
     if isinstance(field, models.JSONField):
         return _encoder.encode
+    if escape_formulas and isinstance(field, (models.CharField, models.TextField)):
+        return escape_formula
     return None
+
+
+#: What a spreadsheet reads as the start of a formula (OWASP's list for CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def escape_formula(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula, made text with a leading apostrophe.
+
+    A user's own name of ``=HYPERLINK(...)``, opened by an administrator, would otherwise run.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _isoformat(value: date | time) -> str:
@@ -54,11 +73,19 @@ def write_csv(
     text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
     writer = csv.writer(text)
     writer.writerow(columns)
-    converted = [(index, convert) for index, convert in enumerate(converters) if convert]
+    # Text columns are checked for formulas a whole chunk at a time (see _with_formulas_escaped);
+    # the other converters touch their columns only; the rest go to csv as they are.
+    escaped = [index for index, convert in enumerate(converters) if convert is escape_formula]
+    converted = [
+        (index, convert)
+        for index, convert in enumerate(converters)
+        if convert and convert is not escape_formula
+    ]
     count = 0
     for chunk in _chunks(rows, _CHUNK):
+        if escaped:
+            chunk = _with_formulas_escaped(chunk, escaped)
         if converted:
-            # Only the columns that need it are touched; the rest go to csv as they are.
             chunk = [_convert(row, converted) for row in chunk]
         writer.writerows(chunk)
         count += len(chunk)
@@ -68,7 +95,24 @@ def write_csv(
     return count
 
 
-def _convert(row: Sequence[Any], converted: list[tuple[int, Callable[[Any], Any]]]) -> list[Any]:
+def _with_formulas_escaped(chunk: list[Sequence[Any]], columns: list[int]) -> list[Sequence[Any]]:
+    # Such cells are rare: a test run in C over each column (no Python call per cell) finds
+    # whether the chunk has any, and only then is it rewritten, row by row.
+    for index in columns:
+        present = filter(None, map(itemgetter(index), chunk))  # no None, no ""
+        try:
+            found = any(map(str.startswith, present, repeat(_FORMULA_STARTS)))
+        except TypeError:  # a value that is not a str: let escape_formula look at each
+            found = True
+        if found:
+            escapes = [(column, escape_formula) for column in columns]
+            return [_convert(row, escapes) for row in chunk]
+    return chunk
+
+
+def _convert(
+    row: Sequence[Any], converted: Sequence[tuple[int, Callable[[Any], Any]]]
+) -> list[Any]:
     cells = list(row)
     for index, convert in converted:
         value = cells[index]

@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import FieldError, ImproperlyConfigured
 from django.db.models import QuerySet
 
+from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.context import JobContext
 from django_qstash_jobs.exceptions import PermanentJobError
 from django_qstash_jobs.exports import export_registry, field_for, register_export
@@ -66,7 +67,11 @@ def export_data(payload: ExportDataPayload, ctx: JobContext) -> dict[str, Any]:
     except FieldError as exc:
         raise PermanentJobError(f"Export {definition.name!r} is misconfigured: {exc}") from exc
     ctx.set_progress(0, f"0/{total} rows")
-    converters = [converter_for(field_for(queryset.model, name)) for name in definition.fields]
+    escape = get_config().csv_escape_formulas
+    converters = [
+        converter_for(field_for(queryset.model, name), escape_formulas=escape)
+        for name in definition.fields
+    ]
     write = WRITERS[payload.format]
     # On disk, not in memory: the storage then copies it in chunks.
     with tempfile.TemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR) as stream:

@@ -11,9 +11,11 @@ from typing import Any
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.context import JobContext
 from django_qstash_jobs.exceptions import PermanentJobError
 from django_qstash_jobs.jobs import analytics, files
+from django_qstash_jobs.jobs.export_formats import escape_formula
 from django_qstash_jobs.jobs.schemas import GenerateReportPayload
 from django_qstash_jobs.registry import JOB_TYPES, register_job
 from django_qstash_jobs.reports import Report, register_report, report_registry
@@ -68,16 +70,17 @@ def render_csv(report: Report) -> bytes:
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(report.columns)
-    writer.writerows([_csv_cell(value) for value in row] for row in report.rows)
+    escape = get_config().csv_escape_formulas
+    writer.writerows([_csv_cell(value, escape) for value in row] for row in report.rows)
     return buffer.getvalue().encode()
 
 
-def _csv_cell(value: Any) -> Any:
+def _csv_cell(value: Any, escape_formulas: bool) -> Any:
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, timedelta):
         return round(value.total_seconds(), 3)
-    return value
+    return escape_formula(value) if escape_formulas else value
 
 
 @register_job(JOB_TYPES.GENERATE_REPORT, schema=GenerateReportPayload)

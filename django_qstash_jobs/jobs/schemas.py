@@ -121,6 +121,9 @@ class GenerateReportPayload(Payload):
     def _ordered(self) -> GenerateReportPayload:
         if self.end_date < self.start_date:
             raise ValueError("end_date is before start_date")
+        if self.end_date >= date.max:
+            # The report runs to the end of end_date, the start of the next day.
+            raise ValueError(f"end_date must be before {date.max.isoformat()}")
         return self
 
 

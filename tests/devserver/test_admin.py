@@ -69,6 +69,26 @@ def test_a_pause_made_while_a_message_is_enqueued_holds(
     destination.wait_for(1, "/held")
 
 
+def test_a_queue_deleted_while_delivering_comes_back_with_new_settings(
+    make_server: Callable[..., DevServer], destination: Destination
+) -> None:
+    server = make_server()
+    client = QStash(server.token, base_url=server.url, retry=False)
+    client.queue.upsert("q1", parallelism=2)
+    release = destination.hold("/slow")
+    client.message.enqueue_json(queue="q1", url=destination.url("/slow"), body={})
+    destination.wait_for(1, "/slow")  # in flight
+    client.queue.pause("q1")
+    client.queue.delete("q1")
+
+    client.message.enqueue_json(queue="q1", url=destination.url("/after"), body={})
+
+    queue = client.queue.get("q1")
+    assert (queue.paused, queue.parallelism) == (False, 1)
+    release.set()
+    destination.wait_for(1, "/after")  # not held by the deleted queue's pause
+
+
 def test_url_groups(qstash: QStash, destination: Destination) -> None:
     qstash.url_group.upsert_endpoints(
         "team", [{"url": destination.url("/a"), "name": "a"}, {"url": destination.url("/b")}]

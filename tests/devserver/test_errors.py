@@ -121,6 +121,24 @@ def test_garbage_on_the_socket_does_not_hurt(server: DevServer, qstash: QStash) 
     _still_alive(qstash)
 
 
+def test_numbers_past_what_the_store_holds_are_400(http: httpx.Client, qstash: QStash) -> None:
+    # Nanoseconds sent as Upstash-Not-Before by mistake; cursors and dates of 23 digits.
+    responses = [
+        http.post(
+            "/v2/publish/https://example.com/x",
+            content=b"{}",
+            headers={"Upstash-Not-Before": "1900000000000000000"},
+        ),
+        http.get("/v2/events", params={"cursor": "9" * 23}),
+        http.get("/v2/events", params={"fromDate": "9" * 23}),
+        http.post("/v2/topics/team/endpoints", json={"endpoints": [{"url": "https://x.test",
+                                                                     "name": {"x": 1}}]}),
+    ]  # fmt: skip
+    assert [response.status_code for response in responses] == [400] * 4
+    assert "out of range" in responses[0].json()["error"]
+    _still_alive(qstash)
+
+
 @pytest.mark.parametrize("chunked", [False, True], ids=["Content-Length", "chunked"])
 def test_a_publish_whose_body_is_cut_short_publishes_nothing(
     server: DevServer, qstash: QStash, destination: Destination, chunked: bool

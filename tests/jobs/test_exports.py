@@ -24,7 +24,9 @@ from django_qstash_jobs import (
 from django_qstash_jobs.exceptions import JobValidationError
 from django_qstash_jobs.exports import export_registry
 from django_qstash_jobs.jobs import export_formats, exports
+from django_qstash_jobs.jobs.reports import render_csv
 from django_qstash_jobs.models import JobExecution, JobStatus
+from django_qstash_jobs.reports import Report
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("storage")]
 
@@ -185,6 +187,33 @@ def test_an_export_without_scope_refuses_a_job_for_an_organisation() -> None:
         execution.error
     )
     assert execution.result is None
+
+
+@pytest.mark.parametrize("escape", [True, False], ids=["escaped", "CSV_ESCAPE_FORMULAS off"])
+def test_text_a_spreadsheet_would_run_as_a_formula_is_kept_text(
+    storage: FileSystemStorage, settings: Any, escape: bool
+) -> None:
+    settings.QSTASH_JOBS = {**settings.QSTASH_JOBS, "CSV_ESCAPE_FORMULAS": escape}
+    User.objects.create(username="mallory", first_name='=HYPERLINK("http://x.test","a")',
+                        last_name="-5", email="@home")  # fmt: skip
+    User.objects.create(username="ann", first_name="Ann", last_name="O'Neil-Smith")
+
+    content = read(storage, export({"entity_type": "users", "format": "csv"}))
+    rows = {row["username"]: row for row in csv.DictReader(io.StringIO(content, newline=""))}
+
+    mallory = rows["mallory"]
+    names = (mallory["first_name"], mallory["last_name"], mallory["email"])
+    if escape:
+        assert names == ('\'=HYPERLINK("http://x.test","a")', "'-5", "'@home")
+    else:
+        assert names == ('=HYPERLINK("http://x.test","a")', "-5", "@home")
+    assert rows["ann"]["last_name"] == "O'Neil-Smith"  # only a cell's first character counts
+    assert rows["ann"]["id"].isdigit()  # numbers are not text: left alone
+
+
+def test_a_report_csv_keeps_formulas_text() -> None:
+    report = Report(title="t", columns=["name", "count"], rows=[["=1+1", -3], ["+ok", 2]])
+    assert render_csv(report).decode().splitlines() == ["name,count", "'=1+1,-3", "'+ok,2"]
 
 
 @pytest.fixture

@@ -234,6 +234,9 @@ def test_an_unknown_report_or_a_reversed_range_is_refused_at_enqueue() -> None:
         generate({**JANUARY, "report_type": "nope"})
     with pytest.raises(JobValidationError, match="end_date is before start_date"):
         generate({**JANUARY, "end_date": "2024-12-31"})
+    # The last day there is: the report would run past it, and fail on every attempt.
+    with pytest.raises(JobValidationError, match="end_date must be before 9999-12-31"):
+        generate({**JANUARY, "end_date": "9999-12-31"})
     assert not JobExecution.objects.exists()
 
 
