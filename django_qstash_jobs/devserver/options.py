@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -111,6 +112,28 @@ def parse_bool(name: str, value: str) -> bool:
     raise bad_request(f"invalid {name} header: {value!r} is not a boolean")
 
 
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+def _forwardable(name: str, value: str) -> tuple[str, str]:
+    """A header to send with every delivery: one HTTP can carry, or a 400 now.
+
+    Let through, it would fail every delivery attempt instead, and only the DLQ would say why.
+    (A batch's headers come as JSON, where any text is possible.)
+    """
+    if not _HEADER_NAME.match(name):
+        raise bad_request(f"invalid forwarded header name {name!r}")
+    if any(ord(character) < 0x20 and character != "\t" for character in value):
+        raise bad_request(f"invalid value of forwarded header {name!r}: control characters")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise bad_request(
+            f"invalid value of forwarded header {name!r}: only Latin-1 text can be sent"
+        ) from None
+    return name, value
+
+
 def parse_int(name: str, value: str, minimum: int = 0, maximum: int | None = None) -> int:
     """Parse an integer header value within bounds, or raise a 400."""
     try:
@@ -202,7 +225,7 @@ def _callback_setting(config: CallbackConfig, prefix: str, setting: str, value: 
 
 def _callback_header(config: CallbackConfig, prefix: str, rest: str, value: str) -> None:
     if rest.lower().startswith("forward-"):
-        add_value(config.headers, rest[len("forward-") :], value)
+        add_value(config.headers, *_forwardable(rest[len("forward-") :], value))
     elif rest.lower() in _CALLBACK_SETTINGS:
         _callback_setting(config, prefix, rest.lower(), value)
     elif rest:
@@ -226,7 +249,7 @@ def parse_options(headers: Headers, default_retries: int = DEFAULT_RETRIES) -> P
             continue
         key = lower[len("upstash-") :]
         if key.startswith("forward-"):
-            add_value(opts.headers, name[len("upstash-forward-") :], value)
+            add_value(opts.headers, *_forwardable(name[len("upstash-forward-") :], value))
         elif key.startswith("callback-"):
             _callback_header(opts.callback_config, "Upstash-Callback-", name[17:], value)
         elif key.startswith("failure-callback-"):

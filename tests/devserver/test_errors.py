@@ -74,6 +74,27 @@ def test_bad_headers_are_400(
     _still_alive(qstash)
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "error"),
+    [
+        ("Upstash-Forward-", "x", "invalid forwarded header name ''"),
+        ("Upstash-Forward-X-Trace", "a\nb", "control characters"),
+        ("Upstash-Forward-X-Price", "10 €", "only Latin-1 text"),
+        ("Upstash-Callback-Forward-X-Trace", "a\rb", "control characters"),
+    ],
+)
+def test_a_forwarded_header_no_delivery_could_carry_is_400(
+    http: httpx.Client, qstash: QStash, destination: Destination, name: str, value: str, error: str
+) -> None:
+    # As a batch element's headers, which arrive as JSON: any text gets this far. Let through,
+    # every delivery attempt would fail, and only the DLQ would say why.
+    element = {"destination": destination.url("/x"), "headers": {name: value}, "body": "{}"}
+    response = http.post("/v2/batch", json=[element])
+    assert response.status_code == 400, response.text
+    assert error in response.json()["error"]
+    _still_alive(qstash)
+
+
 def test_missing_scheme_is_400_with_upstash_message(http: httpx.Client, qstash: QStash) -> None:
     response = http.post("/v2/publish/localhost:8000/hook", content=b"x")
     assert response.status_code == 400
