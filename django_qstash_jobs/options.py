@@ -37,7 +37,7 @@ class EnqueueOptions(TypedDict, total=False):
 
 METADATA_KEYS = frozenset(JobMetadata.__annotations__)
 OPTION_KEYS = frozenset(EnqueueOptions.__annotations__)
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _MAX_RETRIES = 100
 
 
@@ -196,7 +196,7 @@ def _headers(headers: Any) -> dict[str, str]:
         raise TypeError("options['headers'] must be a dict of header names to values.")
     checked: dict[str, str] = {}
     for name, value in headers.items():
-        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
             raise ValueError(f"options['headers'] has an invalid header name {name!r}.")
         if name.lower().startswith("upstash-"):
             raise ValueError(

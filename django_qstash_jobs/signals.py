@@ -127,6 +127,14 @@ def _identity(builder: Any) -> str:
     it is defined, since every lambda has the same name.
     """
     code = getattr(builder, "__code__", None)
-    if code is not None:
-        return f"{code.co_filename}:{code.co_firstlineno}:{builder.__qualname__}"
-    return repr(builder)
+    if code is None:
+        return repr(builder)
+    # A closure made by a factory shares its code with its siblings: its captured values tell
+    # make_payload("welcome") from make_payload("goodbye").
+    captured = []
+    for cell in builder.__closure__ or ():
+        try:
+            captured.append(repr(cell.cell_contents))
+        except ValueError:  # a cell not filled yet
+            captured.append("<empty>")
+    return f"{code.co_filename}:{code.co_firstlineno}:{builder.__qualname__}:{captured}"

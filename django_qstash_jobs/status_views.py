@@ -52,7 +52,8 @@ async def _visible_job(request: HttpRequest, job_id: str) -> JobExecution | None
     """The job, if the requesting user is staff or the user the job was enqueued for."""
     auser = getattr(request, "auser", None)
     user = await auser() if auser is not None else AnonymousUser()
-    if not user.is_authenticated:
+    if not user.is_authenticated or "\x00" in job_id:
+        # No job id holds a NUL, and PostgreSQL refuses one even in a query.
         return None
     job = await JobExecution.objects.filter(job_id=job_id).defer(*_NOT_IN_STATUS).afirst()
     if job is None:

@@ -100,6 +100,7 @@ def test_unknown_metadata_or_option_key_is_a_type_error_naming_it(
         ({"callback": "ftp://x.test/cb"}, "callback"),
         ({"failure_callback": "/relative"}, "failure_callback"),
         ({"headers": {"Bad Header": "v"}}, "invalid header name"),
+        ({"headers": {"X-Trace\n": "v"}}, "invalid header name"),
         ({"headers": {"X-A": "line\nbreak"}}, "no line breaks"),
         ({"headers": {"X-Name": "José"}}, r"\['X-Name'\] may hold printable ASCII"),
         ({"callback": "https://x.test/hook?name=John Doe"}, "without spaces"),

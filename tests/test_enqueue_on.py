@@ -94,8 +94,16 @@ def test_two_registrations_that_differ_only_in_their_builders_both_connect() -> 
             post_save, Article, "echo", payload=lambda instance, **kwargs: {"message": "B"}
         )
 
+    def made_for(message: str) -> Any:
+        # Closures of one factory share their code: what they captured tells them apart.
+        return lambda instance, **kwargs: {"message": message}
+
     receivers = [register(True), register(False), register(True)]
+    receivers += [
+        enqueue_on(post_save, Article, "echo", payload=made_for(message)) for message in "CDC"
+    ]
     assert receivers[0].dispatch_uid == receivers[2].dispatch_uid != receivers[1].dispatch_uid
+    assert receivers[3].dispatch_uid == receivers[5].dispatch_uid != receivers[4].dispatch_uid
     try:
         Article.objects.create(title="x")
     finally:
@@ -103,4 +111,5 @@ def test_two_registrations_that_differ_only_in_their_builders_both_connect() -> 
             post_save.disconnect(sender=Article, dispatch_uid=receiver.dispatch_uid)
 
     # Two builders, two jobs; the same registration made again connected once.
-    assert sorted(JobExecution.objects.values_list("payload__message", flat=True)) == ["A", "B"]
+    messages = JobExecution.objects.values_list("payload__message", flat=True)
+    assert sorted(messages) == ["A", "B", "C", "D"]

@@ -76,7 +76,7 @@ def test_random_requests_are_refused_cleanly(
     alg=ALGORITHMS,
     signature=st.binary(max_size=40),
 )
-def testforged_tokens_for_a_real_job_run_nothing(
+def test_forged_tokens_for_a_real_job_run_nothing(
     queued_job: JobExecution, claims: dict[str, Any], alg: str, signature: bytes
 ) -> None:
     body = json.dumps({"job_id": queued_job.job_id, "job_type": "echo"}).encode()

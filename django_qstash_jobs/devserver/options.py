@@ -112,7 +112,7 @@ def parse_bool(name: str, value: str) -> bool:
     raise bad_request(f"invalid {name} header: {value!r} is not a boolean")
 
 
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def _forwardable(name: str, value: str) -> tuple[str, str]:
@@ -121,7 +121,7 @@ def _forwardable(name: str, value: str) -> tuple[str, str]:
     Let through, it would fail every delivery attempt instead, and only the DLQ would say why.
     (A batch's headers come as JSON, where any text is possible.)
     """
-    if not _HEADER_NAME.match(name):
+    if not _HEADER_NAME.fullmatch(name):
         raise bad_request(f"invalid forwarded header name {name!r}")
     if any(ord(character) < 0x20 and character != "\t" for character in value):
         raise bad_request(f"invalid value of forwarded header {name!r}: control characters")
@@ -243,7 +243,7 @@ def parse_options(headers: Headers, default_retries: int = DEFAULT_RETRIES) -> P
     for name, value in headers:
         lower = name.lower()
         if lower == "content-type":
-            opts.headers.setdefault("Content-Type", []).append(value)
+            opts.headers.setdefault("Content-Type", []).append(_forwardable(name, value)[1])
             continue
         if not lower.startswith("upstash-"):
             continue
@@ -295,7 +295,7 @@ def parse_options(headers: Headers, default_retries: int = DEFAULT_RETRIES) -> P
             lower = name.lower()
             if lower.startswith("upstash-") or lower in _NOT_FORWARDED or lower == "content-type":
                 continue
-            add_value(opts.headers, name, value)
+            add_value(opts.headers, *_forwardable(name, value))
     return opts
 
 

@@ -114,10 +114,11 @@ def deliver(ctx: JobContext, payloads: Sequence[SendEmailPayload]) -> list[Email
         record.position: record
         for record in EmailDelivery.objects.filter(execution_id=ctx.execution.pk)
     }
-    # Outcomes exist before the first attempt only when job_dispatcher.retry started the count
-    # again: the operator asks for what was refused (a template since fixed, a mailbox since
-    # restored) to be tried again. What was sent, or may have been, never is.
-    settled = _SENT_OR_MAYBE if ctx.attempt == 1 and previous else _SETTLED
+    # Outcomes exist at the row's first claim only when job_dispatcher.retry started the count
+    # of claims again (a QStash redelivery claims again and counts on): the operator asks for
+    # what was refused (a template since fixed, a mailbox since restored) to be tried again.
+    # What was sent, or may have been, never is.
+    settled = _SENT_OR_MAYBE if ctx.execution.attempts == 1 and previous else _SETTLED
     connection = open_mailer()
     records: list[EmailDelivery] = []
     total = len(payloads)

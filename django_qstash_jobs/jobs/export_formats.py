@@ -33,7 +33,11 @@ def converter_for(
         return _isoformat
     if isinstance(field, models.JSONField):
         return _encoder.encode
-    if escape_formulas and isinstance(field, (models.CharField, models.TextField)):
+    # Text fields, and columns with no field (an annotation may be text): escape_formula leaves
+    # whatever is not a str alone.
+    if escape_formulas and (
+        field is None or isinstance(field, (models.CharField, models.TextField))
+    ):
         return escape_formula
     return None
 

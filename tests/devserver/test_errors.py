@@ -78,6 +78,7 @@ def test_bad_headers_are_400(
     ("name", "value", "error"),
     [
         ("Upstash-Forward-", "x", "invalid forwarded header name ''"),
+        ("Upstash-Forward-X-Trace\n", "x", "invalid forwarded header name"),
         ("Upstash-Forward-X-Trace", "a\nb", "control characters"),
         ("Upstash-Forward-X-Price", "10 €", "only Latin-1 text"),
         ("Upstash-Callback-Forward-X-Trace", "a\rb", "control characters"),

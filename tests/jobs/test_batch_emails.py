@@ -9,6 +9,7 @@ from django.core import mail
 
 from django_qstash_jobs import JOB_TYPES, get_job_execution_by_job_id, job_dispatcher
 from django_qstash_jobs.exceptions import JobValidationError
+from django_qstash_jobs.execution import Delivery, execute
 from django_qstash_jobs.models import EmailDelivery, JobExecution, JobStatus
 from tests.jobs.backends import FlakyBackend
 
@@ -114,6 +115,28 @@ def test_a_manual_retry_sends_what_was_not_sent_and_nothing_twice(
     execution.refresh_from_db()
     assert execution.status == JobStatus.COMPLETED, execution.error
     assert [message.to[0] for message in mail.outbox] == ["a@example.com", "b@example.com"]
+
+
+def test_a_first_delivery_repeated_by_qstash_sends_no_refused_email_again(
+    flaky_backend: type[FlakyBackend],
+) -> None:
+    # QStash delivers at least once: its first delivery may come again after the first attempt
+    # failed. Only a manual retry tries refused emails again.
+    flaky_backend.refused.add("a@example.com")
+    flaky_backend.failures["b@example.com"] = 1
+    execution = JobExecution.objects.create(
+        job_type=JOB_TYPES.SEND_BATCH_EMAILS,
+        payload={"emails": [email("a@example.com"), email("b@example.com")]},
+        status=JobStatus.QUEUED,
+        max_retries=3,
+    )
+
+    execute(Delivery(job_id=execution.job_id, retried=0))
+    execute(Delivery(job_id=execution.job_id, retried=0))  # the same first delivery, again
+
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.COMPLETED, execution.error
+    assert flaky_backend.attempts == ["a@example.com", "b@example.com", "b@example.com"]
 
 
 def test_every_email_of_a_batch_is_checked_before_anything_is_recorded() -> None:

@@ -211,6 +211,12 @@ def test_text_a_spreadsheet_would_run_as_a_formula_is_kept_text(
     assert rows["ann"]["id"].isdigit()  # numbers are not text: left alone
 
 
+def test_a_column_without_a_field_is_checked_for_formulas_too() -> None:
+    # An annotation (a Concat of names, say) may well be text.
+    assert export_formats.converter_for(None) is export_formats.escape_formula
+    assert export_formats.converter_for(None, escape_formulas=False) is None
+
+
 def test_a_report_csv_keeps_formulas_text() -> None:
     report = Report(title="t", columns=["name", "count"], rows=[["=1+1", -3], ["+ok", 2]])
     assert render_csv(report).decode().splitlines() == ["name,count", "'=1+1,-3", "'+ok,2"]
