@@ -236,10 +236,9 @@ class JobDispatcher:
             metadata=parsed_metadata,
             max_retries=max_retries,
         )
-        # Not the idempotency key, which the database already enforces: QStash remembers a
-        # deduplication id across every site on its account (staging and production, say) and
-        # after a row is deleted, and would silently drop another site's job under the same key.
-        publish_options = replace(publish_options, deduplication_id=execution.job_id)
+        # The key, as QStash's deduplication id too; a publish QStash answers as a duplicate of
+        # another site's or a deleted job's is sent again under the job id (see the transport).
+        publish_options = replace(publish_options, deduplication_id=key or execution.job_id)
         execution.options = publish_options.as_json()
         return execution
 

@@ -25,13 +25,20 @@ class EnqueueError(QStashJobsError):
 
 
 class PublishRefused(EnqueueError):
-    """QStash refused a message itself (HTTP 400, 413 or 422): sent again as is, it would be
-    refused again.
+    """QStash refused to publish (HTTP 400, 413 or 422): sent again as is, it is refused again.
 
-    The refused jobs are ``failed`` with QStash's answer as their error, not left ``pending``;
-    ``job_ids`` names them. Fix what QStash names (an option, the payload's size) and enqueue
-    them again.
+    ``job_ids`` names the refused jobs. When QStash accepted the other messages of the same
+    batch, the refusal is these messages' own (an option, their size): they are ``failed`` with
+    its answer as their error, and ``failed`` is true. Otherwise (a single job, or every one
+    refused) it may be the site's, a ``RECEIVER_URL`` QStash will not deliver to: they stay
+    ``pending`` for ``republish_jobs``, once what QStash names is fixed.
     """
+
+    def __init__(
+        self, message: str, *, job_ids: list[str] | None = None, failed: bool = False
+    ) -> None:
+        super().__init__(message, job_ids=job_ids)
+        self.failed = failed
 
 
 class JobValidationError(EnqueueError, ValueError):

@@ -1,6 +1,6 @@
 """QStash's failure callback: a job QStash stopped delivering is marked failed, with the reason.
 
-Every publish names the receiver as its failure callback, unless the caller set their own.
+Every publish names the receiver as its failure callback (a job's own is forwarded to).
 QStash calls it once, after the message's last attempt failed, with that attempt's answer and
 the original message. A handler that failed on its last attempt has already failed its job, so
 the notice is only acknowledged; but a job whose attempts never reached an outcome (a worker
@@ -134,15 +134,18 @@ def record(notice: FailureNotice) -> tuple[Outcome, str | None]:
 
 
 def forward(notice: FailureNotice, body: bytes, job_id: str) -> None:
-    """Pass the notice on to the job's own ``failure_callback``, as QStash would have called it.
+    """Pass the notice on to the job's own ``failure_callback``, if the job failed.
 
     QStash calls one failure callback per message, and it is always the receiver, so that a job
     whose attempts never finished is failed; a job that asked for its own hears from it here.
-    Through QStash, so that it arrives signed and retried; its deduplication id lets a notice
-    QStash sends again (after a 500 here) be forwarded once.
+    Not a job that completed (its last answer lost, or a retry by hand that succeeded): QStash
+    gave up on a message, not on the job. Through QStash, so that it arrives signed and retried;
+    its deduplication id lets a notice QStash sends again (after a 500 here) go out once.
     """
-    options = statements.job_rows().filter(job_id=job_id).values_list("options", flat=True).first()
-    url = options.get("failure_callback") if isinstance(options, dict) else None
+    row = statements.job_rows().filter(job_id=job_id).values_list("status", "options").first()
+    if row is None or row[0] != JobStatus.FAILED:
+        return
+    url = row[1].get("failure_callback") if isinstance(row[1], dict) else None
     if url:
         get_transport().forward(url, body, deduplication_id=f"{notice.message_id}:failure-notice")
 

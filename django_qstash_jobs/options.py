@@ -50,8 +50,8 @@ class PublishOptions:
     callback: str | None = None
     failure_callback: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    #: Sent as ``Upstash-Deduplication-Id``: the job id (a new one for each manual retry), so a
-    #: publish repeated after an ambiguous failure is not delivered twice.
+    #: Sent as ``Upstash-Deduplication-Id``: the idempotency key, else the job id (a new one for
+    #: each manual retry), so a publish repeated after an ambiguous failure is not delivered twice.
     deduplication_id: str | None = None
 
     def as_json(self) -> dict[str, Any]:

@@ -55,25 +55,22 @@ def remaining_delay(execution: JobExecution, delay_seconds: int) -> int:
 def publish(executions: Sequence[JobExecution]) -> None:
     """Publish now; on failure raise :class:`EnqueueError` and leave the rows ``pending``.
 
-    Rows whose message QStash refuses (:class:`PublishRefused`) are ``failed`` instead, with its
-    answer: published again as they are, they would be refused for ever, and in a batch they
-    would hold back every other row.
+    QStash refuses a whole batch for one message it will not take. The batch is then sent one
+    message at a time: the others are published, and the refused ones, shown to be refused for
+    their own sake, are ``failed`` with QStash's answer (:class:`PublishRefused` with ``failed``).
+    A refusal of every message (of a single one, too) may be the site's, a ``RECEIVER_URL``
+    QStash will not deliver to: those rows stay ``pending`` until it is fixed.
     """
     if not executions:
         return
     try:
         message_ids = get_transport().publish([outgoing(execution) for execution in executions])
-    except PublishRefused as exc:
-        if len(executions) > 1:
-            # QStash refuses a whole batch for one message: find it, and publish the others.
-            _publish_one_by_one(executions)
-            return
-        _fail_refused(executions[0], exc)
-        raise PublishRefused(
-            f"{exc} The job is failed with this reason; fix what QStash names and enqueue it "
-            "again.",
-            job_ids=exc.job_ids,
-        ) from exc
+    except PublishRefused:
+        if len(executions) == 1:
+            _release(executions)
+            raise
+        _publish_one_by_one(executions)
+        return
     except EnqueueError:
         _release(executions)
         raise
@@ -141,21 +138,38 @@ def mark_published(executions: Sequence[JobExecution], message_ids: Sequence[str
 
 
 def _publish_one_by_one(executions: Sequence[JobExecution]) -> None:
-    refused: list[str] = []
+    refused: list[tuple[JobExecution, PublishRefused]] = []
+    published = 0
     for index, execution in enumerate(executions):
         try:
             publish([execution])
-        except PublishRefused:
-            refused.append(execution.job_id)
-        except EnqueueError:
+        except PublishRefused as exc:
+            refused.append((execution, exc))
+        except EnqueueError as exc:
             _release(executions[index + 1 :])
-            raise
-    if refused:
+            pending = [row.job_id for row, _refusal in refused]
+            pending += [row.job_id for row in executions[index:]]
+            raise EnqueueError(str(exc), job_ids=pending) from exc
+        else:
+            published += 1
+    if not refused:
+        return
+    job_ids = [execution.job_id for execution, _refusal in refused]
+    if not published:
+        first = refused[0][1]
         raise PublishRefused(
-            f"QStash refused {len(refused)} of {len(executions)} jobs; they are failed with its "
-            "answer as their error, and the others are published.",
-            job_ids=refused,
+            f"QStash refused every one of {len(executions)} jobs ({first}); they stay pending, "
+            "and `manage.py republish_jobs` publishes them once what QStash names is fixed.",
+            job_ids=job_ids,
         )
+    for execution, refusal in refused:
+        _fail_refused(execution, refusal)
+    raise PublishRefused(
+        f"QStash refused {len(refused)} of {len(executions)} jobs and accepted the others; the "
+        "refused ones are failed, with its answer as their error.",
+        job_ids=job_ids,
+        failed=True,
+    )
 
 
 def _fail_refused(execution: JobExecution, exc: PublishRefused) -> None:
@@ -235,13 +249,19 @@ def republish_pending(
         try:
             publish(claimed)
         except PublishRefused as exc:
-            # The refused rows are failed, the others published: the run goes on.
-            report.refused += len(exc.job_ids)
-            report.published += len(claimed) - len(exc.job_ids)
-            continue
-        except EnqueueError as exc:
+            if exc.failed:
+                # The refused rows are failed, the others published: the run goes on.
+                report.refused += len(exc.job_ids)
+                report.published += len(claimed) - len(exc.job_ids)
+                continue
             report.failed += len(claimed)
             logger.error("Republishing %d jobs failed: %s", len(claimed), exc)
+            break
+        except EnqueueError as exc:
+            left = len(exc.job_ids) or len(claimed)  # those of a batch sent one by one, or all
+            report.failed += left
+            report.published += len(claimed) - left
+            logger.error("Republishing %d jobs failed: %s", left, exc)
             break
         report.published += len(claimed)
     return report

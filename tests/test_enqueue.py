@@ -159,8 +159,7 @@ def test_idempotency_key_returns_the_first_job_and_publishes_nothing_more() -> N
     assert second == first
     assert JobExecution.objects.count() == 1
     assert SideEffect.objects.count() == 1
-    # QStash's deduplication id is the job's own: the key, unique here, may be used elsewhere.
-    assert JobExecution.objects.get().options["deduplication_id"] == first
+    assert JobExecution.objects.get().options["deduplication_id"] == "op-1"
 
 
 def test_idempotency_under_eight_concurrent_enqueues() -> None:

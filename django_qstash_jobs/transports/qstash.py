@@ -138,20 +138,46 @@ class QStashTransport(BaseTransport):
             raise ScheduleError(f"{self._unreachable(exc)}, to {what}.") from exc
 
     def _publish_one(self, message: OutgoingMessage) -> str:
+        response = self._send(message, message.options.deduplication_id)
+        if response.deduplicated and not self._holds(response.message_id, message):
+            response = self._send(message, message.job_id)
+        return response.message_id
+
+    def _holds(self, message_id: str, message: OutgoingMessage) -> bool:
+        """Whether QStash's message ``message_id`` will deliver ``message``'s job.
+
+        QStash remembers a deduplication id for minutes, across every site on the account and
+        after a row is deleted. An idempotency key answered as a duplicate may be this job's own
+        earlier publish (a republish after its message id was lost), or another site's job, or a
+        deleted one's: then this job, new to the database, would never run.
+        """
+        if message.options.deduplication_id in (None, message.job_id):
+            return True  # the job's own id: only this job publishes under it
         try:
-            response = self.client.message.publish_json(
-                url=self._destination, body=message.body(), **self._arguments(message)
+            existing = self.client.message.get(message_id)
+            body = json.loads(existing.body or "{}")
+        except (QStashError, httpx.HTTPError, ValueError):
+            return False  # gone (delivered, failed) or unreadable: not this job's to count on
+        return isinstance(body, dict) and body.get("job_id") == message.job_id
+
+    def _send(self, message: OutgoingMessage, deduplication_id: str | None) -> Any:
+        arguments = self._arguments(message)
+        if deduplication_id:
+            arguments["deduplication_id"] = deduplication_id
+        try:
+            return self.client.message.publish_json(
+                url=self._destination, body=message.body(), **arguments
             )
         except UnicodeEncodeError as exc:
             # A header value HTTP cannot carry (enqueue refuses them; a row from elsewhere may
             # hold one): sent again, it fails again.
             raise PublishRefused(
-                f"The message cannot be sent: a header value is not ASCII ({exc}).",
+                f"The message cannot be sent: a header value is not ASCII ({exc}). The job is "
+                "recorded as pending.",
                 job_ids=[message.job_id],
             ) from exc
         except (QStashError, httpx.HTTPError) as exc:
             raise self._error(exc, [message]) from exc
-        return response.message_id  # type: ignore[union-attr]
 
     def _publish_batch(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         requests: list[BatchJsonRequest] = [
@@ -162,7 +188,14 @@ class QStashTransport(BaseTransport):
             responses = self.client.message.batch_json(requests)
         except (QStashError, httpx.HTTPError) as exc:
             raise self._error(exc, messages) from exc
-        return [response.message_id for response in responses]  # type: ignore[union-attr]
+        message_ids: list[str] = []
+        # Our destination is a URL, never a URL group: each answer is one message's.
+        answers: list[Any] = list(responses)
+        for message, answer in zip(messages, answers, strict=True):
+            if answer.deduplicated and not self._holds(answer.message_id, message):
+                answer = self._send(message, message.job_id)
+            message_ids.append(answer.message_id)
+        return message_ids
 
     @property
     def _failure_notice(self) -> dict[str, Any]:
@@ -204,7 +237,11 @@ class QStashTransport(BaseTransport):
     def _error(self, exc: Exception, messages: Sequence[OutgoingMessage]) -> EnqueueError:
         job_ids = [message.job_id for message in messages]
         if isinstance(exc, QStashError) and _status(exc) in REFUSED_STATUSES:
-            return PublishRefused(f"QStash refused the publish ({exc}).", job_ids=job_ids)
+            return PublishRefused(
+                f"QStash refused the publish ({exc}). The job is recorded as pending; once what "
+                "QStash names is fixed, `manage.py republish_jobs` publishes it.",
+                job_ids=job_ids,
+            )
         if isinstance(exc, httpx.HTTPError):
             reason = self._unreachable(exc)
         else:
