@@ -26,6 +26,10 @@ TOKEN = DEFAULT_TOKEN
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: How long a dev server may take to answer after it was started.
+STARTUP_SECONDS = 30
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -67,7 +71,8 @@ class DevServerProcess:
             self.process = subprocess.Popen(
                 command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr
             )
-        deadline = time.monotonic() + 15
+        # Generous: on a loaded two-core machine, Python and its imports alone can take seconds.
+        deadline = time.monotonic() + STARTUP_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"dev server exited: {log.read_text()}")
@@ -79,7 +84,11 @@ class DevServerProcess:
                     return self
             except requests.ConnectionError:
                 time.sleep(0.05)
-        raise RuntimeError("dev server did not start within 15 s")
+        # Not left running: nothing else would stop it once this raised.
+        self.kill()
+        raise RuntimeError(
+            f"dev server did not start within {STARTUP_SECONDS} s: {log.read_text()[-2000:]}"
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process and self.process.poll() is None:
