@@ -196,6 +196,24 @@ def test_rotated_keys_sign_new_deliveries_and_persist(
     assert (keys.current, keys.next) == (rotated.current, rotated.next)
 
 
+def _read_request(conn: socket.socket) -> bytes:
+    """One whole request from ``conn`` (head and body), or what came before it closed."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head, re.IGNORECASE).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def _serve_then_hang_up(listener: socket.socket, requests_seen: list[bytes]) -> None:
     # Answers each request on a keep-alive connection, then closes it without saying so, as
     # a destination dropping idle connections does.
@@ -205,15 +223,10 @@ def _serve_then_hang_up(listener: socket.socket, requests_seen: list[bytes]) -> 
         except OSError:
             return
         with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            if not data:
+            request = _read_request(conn)
+            if not request:
                 continue
-            requests_seen.append(data)
+            requests_seen.append(request)
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             time.sleep(0.05)
 
@@ -238,20 +251,6 @@ def test_a_kept_connection_closed_by_the_destination_is_reopened(
         # Each attempt found its previous connection closed and succeeded on a new one.
         assert not client.dlq.list().messages
         assert all(b"Upstash-Retried: 0" in request for request in seen)
-
-
-def _read_request(conn: socket.socket) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(re.search(rb"Content-Length: (\d+)", head, re.IGNORECASE).group(1))  # type: ignore[union-attr]
-    while len(body) < length:
-        body += conn.recv(65536)
-    return head + b"\r\n\r\n" + body
 
 
 def _die_after_reading_the_second(listener: socket.socket, requests_seen: list[bytes]) -> None:
