@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from django.db import IntegrityError, router, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from django_qstash_jobs import outbox, schedules, signals, statements
@@ -264,7 +264,7 @@ def _read_back_primary_keys(executions: list[JobExecution]) -> None:
     # bulk_create cannot return primary keys with ignore_conflicts (idempotency keys), nor on
     # databases without RETURNING: read them by job id, so that job_enqueued's receivers get
     # saved rows either way.
-    rows = JobExecution.objects.using(router.db_for_write(JobExecution))
+    rows = statements.job_rows()
     for start in range(0, len(executions), 500):
         chunk = {execution.job_id: execution for execution in executions[start : start + 500]}
         for job_id, pk in rows.filter(job_id__in=chunk).values_list("job_id", "pk"):

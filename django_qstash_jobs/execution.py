@@ -196,8 +196,7 @@ def _record_failure(execution: JobExecution, exc: Exception, *, final: bool) -> 
     execution.status, execution.error, execution.traceback = status, error, trace
     if final:
         execution.finished_at = now
-        logger.error("Job %s (%s) failed: %s", execution.job_id, execution.job_type, error)
-        signals.send_lifecycle(signals.job_failed, execution, error=error, exception=exc)
+        signals.send_job_failed(execution, error, exc)
     else:
         logger.info("Job %s (%s) will be retried: %s", execution.job_id, execution.job_type, error)
         signals.send_lifecycle(signals.job_retrying, execution, error=error, exception=exc)

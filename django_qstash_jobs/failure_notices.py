@@ -117,13 +117,7 @@ def record(notice: FailureNotice) -> tuple[Outcome, str | None]:
     )
     if failed:
         execution = statements.job_rows().get(job_id=job_id)
-        logger.error("Job %s (%s) failed: %s", job_id, execution.job_type, notice.reason)
-        signals.send_lifecycle(
-            signals.job_failed,
-            execution,
-            error=notice.reason,
-            exception=DeliveryAbandoned(notice.reason),
-        )
+        signals.send_job_failed(execution, notice.reason, DeliveryAbandoned(notice.reason))
         return Outcome.ACKNOWLEDGED, job_id
     current = statements.job_rows().filter(this_publish, job_id=job_id)
     status = current.values_list("status", flat=True).first()

@@ -184,8 +184,7 @@ def _fail_refused(execution: JobExecution, exc: PublishRefused) -> None:
     )
     if failed:
         execution.status, execution.error, execution.finished_at = JobStatus.FAILED, error, now
-        logger.error("Job %s (%s) failed: %s", execution.job_id, execution.job_type, error)
-        signals.send_lifecycle(signals.job_failed, execution, error=error, exception=exc)
+        signals.send_job_failed(execution, error, exc)
 
 
 def _release(executions: Sequence[JobExecution]) -> None:
@@ -248,16 +247,12 @@ def republish_pending(
                 report.skipped += 1
         try:
             publish(claimed)
-        except PublishRefused as exc:
-            if exc.failed:
+        except EnqueueError as exc:
+            if isinstance(exc, PublishRefused) and exc.failed:
                 # The refused rows are failed, the others published: the run goes on.
                 report.refused += len(exc.job_ids)
                 report.published += len(claimed) - len(exc.job_ids)
                 continue
-            report.failed += len(claimed)
-            logger.error("Republishing %d jobs failed: %s", len(claimed), exc)
-            break
-        except EnqueueError as exc:
             left = len(exc.job_ids) or len(claimed)  # those of a batch sent one by one, or all
             report.failed += left
             report.published += len(claimed) - left

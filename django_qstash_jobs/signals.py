@@ -29,6 +29,13 @@ job_retrying = Signal()
 job_failed = Signal()
 
 
+def send_job_failed(execution: JobExecution, error: str, exception: BaseException) -> None:
+    """Log a job's failure for good and send ``job_failed``: every way a job fails ends here
+    (its handler's last attempt, QStash giving up on it, QStash refusing its message)."""
+    logger.error("Job %s (%s) failed: %s", execution.job_id, execution.job_type, error)
+    send_lifecycle(job_failed, execution, error=error, exception=exception)
+
+
 def send_lifecycle(signal: Signal, execution: JobExecution, **kwargs: Any) -> None:
     """Send a lifecycle signal; a failing receiver is logged and never fails the job."""
     from django_qstash_jobs.models import JobExecution

@@ -55,16 +55,18 @@ def _retry_after(job_id: str | None) -> int:
     What is left of the running delivery's lease (at least 1); a few seconds for a job whose row
     is not there yet; a whole lease when there is no lease to go by.
     """
-    leases = list(
-        statements.job_rows().filter(job_id=job_id).values_list("lease_expires_at", flat=True)[:1]
+    # A tuple per row, so that a row without a lease is told from no row at all.
+    row = (
+        statements.job_rows().filter(job_id=job_id).values_list("lease_expires_at").first()
         if job_id
-        else []
+        else None
     )
-    if not leases:
+    if row is None:
         return NOT_RECORDED_RETRY_SECONDS
-    if leases[0] is None:
+    (expires,) = row
+    if expires is None:
         return get_config().lease_seconds
-    return max(1, math.ceil((leases[0] - timezone.now()).total_seconds()))
+    return max(1, math.ceil((expires - timezone.now()).total_seconds()))
 
 
 @method_decorator(
