@@ -90,7 +90,7 @@ class JobDispatcher:
                     continue
                 keys.add(key)
             to_insert.append(execution)
-        JobExecution.objects.bulk_create(to_insert, ignore_conflicts=bool(keys))
+        statements.insert_many(to_insert, ignore_conflicts=bool(keys))
 
         job_id_for_key: dict[str, str] = {}
         if keys:
@@ -106,8 +106,6 @@ class JobDispatcher:
             if execution.idempotency_key is None
             or job_id_for_key.get(execution.idempotency_key) == execution.job_id
         ]
-        if any(execution.pk is None for execution in created):
-            _read_back_primary_keys(created)
         for execution in created:
             signals.send_lifecycle(signals.job_enqueued, execution)
         outbox.publish_on_commit(created)
@@ -258,20 +256,6 @@ class JobDispatcher:
                 raise
             return existing
         return None
-
-
-def _read_back_primary_keys(executions: list[JobExecution]) -> None:
-    # bulk_create cannot return primary keys with ignore_conflicts (idempotency keys), nor on
-    # databases without RETURNING: read them by job id, so that job_enqueued's receivers get
-    # saved rows either way.
-    rows = statements.job_rows()
-    for start in range(0, len(executions), 500):
-        chunk = {execution.job_id: execution for execution in executions[start : start + 500]}
-        for job_id, pk in rows.filter(job_id__in=chunk).values_list("job_id", "pk"):
-            execution = chunk[job_id]
-            execution.pk = pk
-            execution._state.adding = False
-            execution._state.db = rows.db
 
 
 #: The dispatcher every caller uses.
