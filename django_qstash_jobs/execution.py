@@ -7,13 +7,11 @@ immediate path exercises the code that serves QStash.
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from pydantic import BaseModel
@@ -26,6 +24,7 @@ from django_qstash_jobs.exceptions import (
     PermanentJobError,
     UnknownJobTypeError,
 )
+from django_qstash_jobs.json_values import NotStorableAsJson, as_stored_json
 from django_qstash_jobs.models import (
     FINISHED_STATUSES,
     JobExecution,
@@ -125,32 +124,13 @@ def _json_result(result: Any) -> Any:
     if isinstance(result, BaseModel):
         result = result.model_dump(mode="json")
     try:
-        # No NaN or Infinity: they are not JSON, and the database's JSON column refuses them.
-        text = json.dumps(result, cls=DjangoJSONEncoder, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        return as_stored_json(result)
+    except NotStorableAsJson as exc:
         raise PermanentJobError(
-            f"The handler returned a {type(result).__name__}, which is not JSON-serialisable "
-            f"({exc}); return a dict, list, str, number, bool or None, without NaN or Infinity."
+            f"The handler returned a {type(result).__name__} that cannot be stored ({exc}); "
+            "return a dict, list, str, number, bool or None, without NaN or Infinity or NUL "
+            "characters."
         ) from exc
-    stored = json.loads(text)
-    # PostgreSQL's jsonb cannot hold a NUL; refused on every database alike. (The text test
-    # is only a quick filter: an escaped backslash followed by "u0000" is no NUL.)
-    if "\\u0000" in text and _holds_nul(stored):
-        raise PermanentJobError(
-            "The handler's result contains a NUL character, which the database cannot store; "
-            "remove it from the result."
-        )
-    return stored
-
-
-def _holds_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\0" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
-    return False
 
 
 def _record_success(execution: JobExecution, result: Any) -> None:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.exceptions import JobValidationError, UnknownJobTypeError
+from django_qstash_jobs.json_values import NotStorableAsJson, as_stored_json
 
 if TYPE_CHECKING:
     from django_qstash_jobs.context import JobContext
@@ -79,8 +80,16 @@ class JobType:
         """Validate and return the payload as the JSON stored on the row."""
         validated = self.validate(payload)
         if isinstance(validated, BaseModel):
-            return validated.model_dump(mode="json")
-        return dict(validated)
+            validated = validated.model_dump(mode="json")
+        try:
+            stored: dict[str, Any] = as_stored_json(dict(validated))
+        except NotStorableAsJson as exc:
+            raise JobValidationError(
+                f"The payload of job type {self.name!r} cannot be stored: {exc}. Use dicts, "
+                "lists, strings, numbers (not NaN or Infinity), booleans and None.",
+                errors=[{"field": "", "message": str(exc), "type": "json_type"}],
+            ) from None
+        return stored
 
 
 def _validation_error(job_type: str, exc: ValidationError) -> JobValidationError:

@@ -320,6 +320,48 @@ def test_enqueue_many_sends_job_enqueued_with_saved_rows(keyed: bool) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (float("nan"), "NaN"),
+        (float("inf"), "Infinity"),
+        ("a\x00b", "NUL"),
+        ({"key\x00": 1}, "NUL"),
+        ({1, 2}, "set is not JSON serializable"),
+    ],
+    ids=["NaN", "Infinity", "a NUL", "a NUL in a key", "a set"],
+)
+@pytest.mark.parametrize("how", ["enqueue", "enqueue_many", "schedule"])
+def test_a_payload_no_json_column_can_store_is_refused_saying_why(
+    value: object, reason: str, how: str
+) -> None:
+    # "permanent" takes any dict: no schema stands between the payload and the column. Without
+    # this check SQLite and PostgreSQL each refused it differently, as a database error.
+    payload = {"value": value}
+    with pytest.raises(JobValidationError, match="cannot be stored") as raised:
+        if how == "enqueue":
+            job_dispatcher.enqueue("permanent", payload)
+        elif how == "enqueue_many":
+            job_dispatcher.enqueue_many([{"job_type": "permanent", "payload": payload}])
+        else:
+            job_dispatcher.schedule("permanent", "0 3 * * *", payload, name="nightly")
+    assert reason in str(raised.value)
+    assert not JobExecution.objects.exists()
+
+
+def test_a_payload_is_stored_as_json_holds_it() -> None:
+    # Dates and decimals become text, as a schema's model_dump(mode="json") makes them; and a
+    # backslash followed by "u0000" is text, not a NUL.
+    from datetime import date
+    from decimal import Decimal
+
+    job_id = job_dispatcher.enqueue(
+        "inspect", {"on": date(2026, 11, 29), "amount": Decimal("1.50"), "text": "\\u0000"}
+    )
+    stored = JobExecution.objects.get(job_id=job_id).payload
+    assert stored == {"on": "2026-11-29", "amount": "1.50", "text": "\\u0000"}
+
+
 def test_enqueue_error_is_the_base_of_validation_errors() -> None:
     # Callers following the usage guide catch one exception for every enqueue failure.
     with pytest.raises(EnqueueError):
