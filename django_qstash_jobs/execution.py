@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from pydantic import BaseModel
 
-from django_qstash_jobs import signals, statements
+from django_qstash_jobs import signals, statements, storable
 from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.context import JobContext
 from django_qstash_jobs.exceptions import (
@@ -24,7 +24,6 @@ from django_qstash_jobs.exceptions import (
     PermanentJobError,
     UnknownJobTypeError,
 )
-from django_qstash_jobs.json_values import NotStorableAsJson, as_stored_json
 from django_qstash_jobs.models import (
     FINISHED_STATUSES,
     JobExecution,
@@ -124,8 +123,8 @@ def _json_result(result: Any) -> Any:
     if isinstance(result, BaseModel):
         result = result.model_dump(mode="json")
     try:
-        return as_stored_json(result)
-    except NotStorableAsJson as exc:
+        return storable.json_value(result)
+    except storable.NotStorable as exc:
         raise PermanentJobError(
             f"The handler returned a {type(result).__name__} that cannot be stored ({exc}); "
             "return a dict, list, str, number, bool or None, without NaN or Infinity or NUL "
@@ -156,10 +155,10 @@ def _record_success(execution: JobExecution, result: Any) -> None:
 
 def _record_failure(execution: JobExecution, exc: Exception, *, final: bool) -> None:
     now = timezone.now()
-    # PostgreSQL's text columns refuse NUL, which an exception's message may carry.
-    error = f"{type(exc).__name__}: {exc}".replace("\0", "\\0")
+    # An exception's message may carry a NUL or a lone surrogate, which no text column takes.
+    error = storable.text(f"{type(exc).__name__}: {exc}")
     trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    trace = trace.replace("\0", "\\0")
+    trace = storable.text(trace)
     status = JobStatus.FAILED if final else JobStatus.RETRYING
     updated = statements.update_if_claimed(
         execution,

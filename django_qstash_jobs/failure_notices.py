@@ -20,7 +20,7 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
-from django_qstash_jobs import signals, statements
+from django_qstash_jobs import signals, statements, storable
 from django_qstash_jobs.exceptions import DeliveryAbandoned
 from django_qstash_jobs.execution import Delivery, Outcome, job_id_for_schedule_firing
 from django_qstash_jobs.models import FINISHED_STATUSES, JobExecution, JobStatus
@@ -181,8 +181,8 @@ def identifier(value: Any) -> str | None:
 
 
 def _printable(value: Any) -> str:
-    """Text to store in the job's error: PostgreSQL's text columns cannot hold NUL."""
-    return value.replace("\x00", "") if isinstance(value, str) else ""
+    """Text to store in the job's error, what no text column holds escaped (NUL...)."""
+    return storable.text(value) if isinstance(value, str) else ""
 
 
 def _integer(value: Any) -> int:

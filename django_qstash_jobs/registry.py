@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from django_qstash_jobs import storable
 from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.exceptions import JobValidationError, UnknownJobTypeError
-from django_qstash_jobs.json_values import NotStorableAsJson, as_stored_json
 
 if TYPE_CHECKING:
     from django_qstash_jobs.context import JobContext
@@ -82,8 +82,8 @@ class JobType:
         if isinstance(validated, BaseModel):
             validated = validated.model_dump(mode="json")
         try:
-            stored: dict[str, Any] = as_stored_json(dict(validated))
-        except NotStorableAsJson as exc:
+            stored: dict[str, Any] = storable.json_value(dict(validated))
+        except storable.NotStorable as exc:
             raise JobValidationError(
                 f"The payload of job type {self.name!r} cannot be stored: {exc}. Use dicts, "
                 "lists, strings, numbers (not NaN or Infinity), booleans and None.",

@@ -328,8 +328,9 @@ def test_enqueue_many_sends_job_enqueued_with_saved_rows(keyed: bool) -> None:
         ("a\x00b", "NUL"),
         ({"key\x00": 1}, "NUL"),
         ({1, 2}, "set is not JSON serializable"),
+        ("\ud800", "not valid Unicode"),
     ],
-    ids=["NaN", "Infinity", "a NUL", "a NUL in a key", "a set"],
+    ids=["NaN", "Infinity", "a NUL", "a NUL in a key", "a set", "a lone surrogate"],
 )
 @pytest.mark.parametrize("how", ["enqueue", "enqueue_many", "schedule"])
 def test_a_payload_no_json_column_can_store_is_refused_saying_why(

@@ -287,12 +287,21 @@ def test_a_forged_notice_changes_nothing(deliver: Deliver) -> None:
 
 
 def test_nul_characters_never_reach_the_database(deliver: Deliver) -> None:
-    # PostgreSQL's text columns, and its queries, refuse NUL.
+    # PostgreSQL's text columns, and its queries, refuse NUL; no database takes a lone surrogate.
     execution = job()
     body = notice(source_of(execution), response=b"bad\x00body", error="never\x00sent")
     assert deliver(body).status_code == 200
     execution.refresh_from_db()
-    assert execution.error.endswith("HTTP 504: badbody")
+    assert execution.error.endswith("HTTP 504: bad\\0body")
+
+    execution = job(message_id="msg_other")
+    body = notice(
+        source_of(execution), message_id="msg_other", response=b"", status=0, error="refused \ud800"
+    )
+    assert deliver(body).status_code == 200
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.FAILED
+    assert "refused \\ud800" in execution.error
 
     odd = notice({"job_id": "job\x00id"}, message_id="msg\x00id")
     response = deliver(odd)

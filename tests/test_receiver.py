@@ -409,7 +409,7 @@ def test_the_context_knows_the_last_attempt(deliver: Deliver) -> None:
     assert (execution.result["attempt"], execution.result["last_attempt"]) == (3, True)
 
 
-@pytest.mark.parametrize("kind", ["NaN", "Infinity", "a NUL", "a NUL in a key"])
+@pytest.mark.parametrize("kind", ["NaN", "Infinity", "a NUL", "a NUL in a key", "a lone surrogate"])
 def test_a_result_the_database_cannot_store_fails_the_job_clearly(
     deliver: Deliver, kind: str
 ) -> None:
@@ -423,7 +423,8 @@ def test_a_result_the_database_cannot_store_fails_the_job_clearly(
     execution.refresh_from_db()
     assert execution.status == JobStatus.FAILED
     assert execution.error.startswith("PermanentJobError: ")
-    assert ("NUL" if "NUL" in kind else "without NaN or Infinity") in execution.error
+    reason = {"a NUL": "NUL", "a NUL in a key": "NUL", "a lone surrogate": "not valid Unicode"}
+    assert reason.get(kind, "without NaN or Infinity") in execution.error
 
 
 def test_a_result_with_an_escaped_backslash_is_no_nul(deliver: Deliver) -> None:

@@ -28,6 +28,7 @@ from django.core.mail.message import make_msgid
 from django.core.mail.utils import DNS_NAME
 from django.template import TemplateDoesNotExist, TemplateSyntaxError
 
+from django_qstash_jobs import storable
 from django_qstash_jobs.context import JobContext
 from django_qstash_jobs.exceptions import EmailsNotSent, PermanentJobError
 from django_qstash_jobs.jobs.email_templates import render_email
@@ -207,7 +208,8 @@ def _settle(
 
 
 def _describe(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    # A server's answer is anyone's text: what no text column holds is escaped.
+    return storable.text(f"{type(exc).__name__}: {exc}")
 
 
 def _summary(record: EmailDelivery) -> dict[str, Any]:

@@ -93,5 +93,6 @@ def returns(payload: Returns, ctx: JobContext) -> object:
         "Infinity": [float("inf")],
         "a NUL": {"text": "a\x00b"},
         "a NUL in a key": {"a\x00b": 1},
+        "a lone surrogate": {"text": "\ud800"},
         "an escaped backslash": {"text": "\\u0000"},
     }[payload.kind]
