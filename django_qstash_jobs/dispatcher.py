@@ -120,22 +120,24 @@ class JobDispatcher:
         """Cancel a job that has not started; return False if it already started or finished.
 
         The row becomes ``cancelled`` first, so a delivery that races the cancel is acknowledged
-        without running; then the QStash message is cancelled if it was not delivered yet.
-        Raises ``JobExecution.DoesNotExist`` for an unknown job id.
+        without running; then, once the caller's transaction commits, the QStash message is
+        cancelled if it was not delivered yet. Raises ``JobExecution.DoesNotExist`` for an
+        unknown job id.
         """
         now = timezone.now()
-        cancelled = JobExecution.objects.filter(
-            job_id=job_id, status__in=CLAIMABLE_STATUSES
-        ).update(status=JobStatus.CANCELLED, finished_at=now, lease_expires_at=None, updated_at=now)
-        execution = JobExecution.objects.get(job_id=job_id)
+        rows = statements.job_rows()
+        cancelled = rows.filter(job_id=job_id, status__in=CLAIMABLE_STATUSES).update(
+            status=JobStatus.CANCELLED, finished_at=now, lease_expires_at=None, updated_at=now
+        )
+        execution = rows.get(job_id=job_id)
         if not cancelled:
             return False
-        if execution.message_id:
-            try:
-                get_transport().cancel(execution.message_id)
-            except EnqueueError as exc:
-                # The row is cancelled, so a delivery would be acknowledged without running.
-                logger.warning("Cancelling QStash message %s failed: %s", execution.message_id, exc)
+        signals.send_lifecycle(signals.job_cancelled, execution)
+        message_id = execution.message_id
+        if message_id:
+            # After the commit: a rolled-back cancel leaves the job queued, and its message must
+            # still be there to deliver it.
+            transaction.on_commit(lambda: _cancel_message(message_id), using=rows.db)
         return True
 
     def retry(self, job_id: str) -> str:
@@ -256,6 +258,14 @@ class JobDispatcher:
                 raise
             return existing
         return None
+
+
+def _cancel_message(message_id: str) -> None:
+    try:
+        get_transport().cancel(message_id)
+    except EnqueueError as exc:
+        # The row is cancelled, so a delivery would be acknowledged without running.
+        logger.warning("Cancelling QStash message %s failed: %s", message_id, exc)
 
 
 #: The dispatcher every caller uses.

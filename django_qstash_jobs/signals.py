@@ -27,6 +27,8 @@ job_succeeded = Signal()
 job_retrying = Signal()
 #: Sent after a job failed for good. Args: ``execution``, ``error``, ``exception``.
 job_failed = Signal()
+#: Sent after ``job_dispatcher.cancel`` cancelled a job that had not started. Args: ``execution``.
+job_cancelled = Signal()
 
 
 def send_job_failed(execution: JobExecution, error: str, exception: BaseException) -> None:

@@ -40,6 +40,46 @@ def test_cancel_leaves_started_or_finished_jobs_alone(status: str) -> None:
     assert execution.status == status
 
 
+def test_cancel_sends_job_cancelled_with_the_row() -> None:
+    from django_qstash_jobs.signals import job_cancelled
+
+    execution = recorded()
+    received: list[tuple[str, str]] = []
+
+    def on_cancelled(sender: object, execution: JobExecution, **kwargs: object) -> None:
+        received.append((execution.job_id, execution.status))
+
+    job_cancelled.connect(on_cancelled)
+    try:
+        job_dispatcher.cancel(execution.job_id)
+        job_dispatcher.cancel(execution.job_id)  # cancelled already: nothing to say
+    finally:
+        job_cancelled.disconnect(on_cancelled)
+    assert received == [(execution.job_id, JobStatus.CANCELLED)]
+
+
+def test_a_rolled_back_cancel_leaves_the_message_to_deliver_the_job() -> None:
+    from django_qstash_jobs.transports import get_transport
+
+    transport = get_transport()
+    cancelled: list[str] = []
+    original = transport.cancel
+    transport.cancel = cancelled.append  # type: ignore[method-assign]
+    try:
+        execution = recorded(message_id="msg_kept")
+        with pytest.raises(RuntimeError), transaction.atomic():
+            assert job_dispatcher.cancel(execution.job_id)
+            raise RuntimeError("the caller's transaction fails")
+        assert cancelled == []
+        execution.refresh_from_db()
+        assert execution.status == JobStatus.QUEUED
+
+        assert job_dispatcher.cancel(execution.job_id)
+        assert cancelled == ["msg_kept"]
+    finally:
+        transport.cancel = original  # type: ignore[method-assign]
+
+
 def test_cancel_an_unknown_job_raises() -> None:
     with pytest.raises(JobExecution.DoesNotExist):
         job_dispatcher.cancel("no-such-job")
