@@ -99,6 +99,12 @@ def execute(delivery: Delivery) -> Outcome:
         final = context.is_last_attempt
         _record_failure(execution, exc, final=final)
         return Outcome.FAILED if final else Outcome.RETRY
+    except BaseException as exc:
+        # A handler's sys.exit(), or gunicorn aborting a worker past its timeout (SystemExit):
+        # the attempt failed. Recorded, so that the job is not left running until its lease
+        # runs out; then the exit goes on.
+        _record_failure(execution, exc, final=context.is_last_attempt)
+        raise
     _record_success(execution, result)
     return Outcome.COMPLETED
 
@@ -153,7 +159,7 @@ def _record_success(execution: JobExecution, result: Any) -> None:
     signals.send_lifecycle(signals.job_succeeded, execution, result=result)
 
 
-def _record_failure(execution: JobExecution, exc: Exception, *, final: bool) -> None:
+def _record_failure(execution: JobExecution, exc: BaseException, *, final: bool) -> None:
     now = timezone.now()
     # An exception's message may carry a NUL or a lone surrogate, which no text column takes.
     error = storable.text(f"{type(exc).__name__}: {exc}")

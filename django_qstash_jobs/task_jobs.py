@@ -24,7 +24,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.module_loading import import_string
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from django_qstash_jobs import signals
+from django_qstash_jobs import signals, storable
 from django_qstash_jobs.context import JobContext
 from django_qstash_jobs.exceptions import PermanentJobError
 from django_qstash_jobs.models import JobExecution, JobStatus
@@ -303,25 +303,37 @@ def run_task(payload: TaskPayload, ctx: JobContext) -> dict[str, Any]:
         else:
             value = task.call(*result.args, **result.kwargs)
         record.return_value = _json_value(payload.task, value)
-    except Exception as exc:
-        record.errors.append(
-            {
-                "exception_class_path": qualified_name(type(exc)),
-                "traceback": "".join(traceback.format_exception(exc)),
-            }
-        )
+    except BaseException as exc:
+        # BaseException: a task's sys.exit(), or an async task's CancelledError, fails the
+        # attempt as Django's own backends count it; the receiver records it and lets it go on.
+        record.errors.append(_task_error(exc))
+        setattr(exc, _STORED_MARK, True)
         _save_failed_attempt(execution, record)
         raise
     return record.as_json()
 
 
+#: Set on an exception whose error run_task stored. A failure the receiver records after the
+#: task returned (a result it cannot store), or with no task running (QStash gave up, or refused
+#: the publish), has no mark: its error is added when job_failed is sent.
+_STORED_MARK = "_django_qstash_jobs_task_error_stored"
+
+
+def _task_error(exc: BaseException) -> dict[str, str]:
+    return {
+        "exception_class_path": qualified_name(type(exc)),
+        "traceback": storable.text("".join(traceback.format_exception(exc))),
+    }
+
+
 def _json_value(path: str, value: Any) -> Any:
     try:
-        return normalize_json(value)
+        return storable.json_value(normalize_json(value))
     except (TypeError, ValueError) as exc:
         # The same value comes back on every attempt: retrying cannot help.
         raise PermanentJobError(
-            f"Task {path!r} returned a {type(value).__name__}, which is not JSON-serialisable."
+            f"Task {path!r} returned a {type(value).__name__}, which is not JSON-serialisable "
+            f"({exc})."
         ) from exc
 
 
@@ -347,7 +359,26 @@ def _send_finished(sender: Any, execution: JobExecution, **kwargs: Any) -> None:
     send_task_signal(task_finished, task, task_result(execution, task))
 
 
+def _send_failed(
+    sender: Any, execution: JobExecution, exception: BaseException, **kwargs: Any
+) -> None:
+    """``task_finished`` for a failed task, its last error stored first if the task did not."""
+    if execution.job_type != DJANGO_TASK:
+        return
+    if not getattr(exception, _STORED_MARK, False):
+        _load_result_fields(execution)
+        record = TaskRecord.from_json(execution.result)
+        record.errors.append(_task_error(exception))
+        stored = record.as_json()
+        JobExecution.objects.filter(pk=execution.pk, status=JobStatus.FAILED).update(result=stored)
+        execution.result = stored
+    _send_finished(sender, execution)
+
+
 # After the row is written, so a receiver that reads the result sees the outcome. A retried
 # attempt is not finished: job_retrying sends nothing here.
 signals.job_succeeded.connect(_send_finished, dispatch_uid="django_qstash_jobs.task_finished.ok")
-signals.job_failed.connect(_send_finished, dispatch_uid="django_qstash_jobs.task_finished.failed")
+signals.job_failed.connect(_send_failed, dispatch_uid="django_qstash_jobs.task_finished.failed")
+signals.job_cancelled.connect(
+    _send_finished, dispatch_uid="django_qstash_jobs.task_finished.cancelled"
+)

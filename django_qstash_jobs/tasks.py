@@ -13,16 +13,24 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.apps import apps
 from django.core.checks import CheckMessage, Error
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from pydantic import ValidationError
 
-from django_qstash_jobs import outbox, signals, statements
+if not apps.is_installed("django_qstash_jobs"):
+    # The models imported below would fail with a RuntimeError that does not say this.
+    raise ImproperlyConfigured(
+        "django_qstash_jobs.tasks.QStashBackend records tasks as jobs: add "
+        '"django_qstash_jobs" to INSTALLED_APPS.'
+    )
+
+from django_qstash_jobs import outbox, signals, statements, storable
 from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.dispatcher import job_dispatcher
 from django_qstash_jobs.exceptions import PermanentJobError
@@ -91,6 +99,8 @@ class QStashBackend(BaseTaskBackend):
         and nothing is recorded.
         """
         self.validate_task(task)
+        # Not in validate_task, which Task runs as it is made: its module is still importing.
+        _check_importable(task)
         payload = TaskPayload(
             task=task.module_path,
             args=_json_arguments(args, "args"),
@@ -122,16 +132,9 @@ class QStashBackend(BaseTaskBackend):
         return _result_of(result_id, execution)
 
     def check(self, **kwargs: Any) -> list[CheckMessage]:
-        """What this backend needs to publish: the app, valid ``OPTIONS``, a QStash destination."""
+        """What this backend needs to publish: valid ``OPTIONS``, a QStash destination."""
         where = f"Task backend {self.alias!r}"
-        if not apps.is_installed("django_qstash_jobs"):
-            return [
-                Error(
-                    f"{where} records tasks as jobs, but django_qstash_jobs is not installed.",
-                    hint='Add "django_qstash_jobs" to INSTALLED_APPS.',
-                    id="django_qstash_jobs.tasks.E001",
-                )
-            ]
+        # Without the app installed this module cannot be imported (see above): no check here.
         messages: list[CheckMessage] = []
         try:
             self._options  # noqa: B018 - reading it checks it
@@ -163,9 +166,9 @@ class QStashBackend(BaseTaskBackend):
 
         Checked once: they are fixed for the backend's life (a failed check is not kept).
         """
-        options = dict(self.options)
         what = f"TASKS[{self.alias!r}]['OPTIONS']"
         try:
+            options = dict(self.options)
             check_keys(options, BACKEND_OPTION_KEYS, what)
             parse_options(options)
         except (TypeError, ValueError) as exc:
@@ -180,7 +183,13 @@ class QStashBackend(BaseTaskBackend):
             options["retries"] = retries
         if task.run_after is not None:
             # A delay from now: QStash waits at least this long (rounded up to a second).
-            delay = task.run_after - timezone.now()
+            # Aware, the run_after is compared with an aware now, even where USE_TZ is off.
+            now = (
+                datetime.now(tz=task.run_after.tzinfo)
+                if timezone.is_aware(task.run_after)
+                else timezone.now()
+            )
+            delay = task.run_after - now
             if delay > timedelta(0):
                 options["delay"] = delay
         return options
@@ -191,12 +200,30 @@ def _json_arguments(values: Any, name: str) -> Any:
     try:
         normalized = normalize_json(values)
         round_trip = json.loads(json.dumps(normalized, allow_nan=False))
+        storable.json_value(round_trip)  # NUL characters, lone surrogates
     except (TypeError, ValueError) as exc:
         raise TypeError(f"Task {name} must be JSON-serialisable: {exc}") from exc
     if round_trip != normalized:
         # Normalised but not round-trippable: a dict with non-str keys comes back with str keys.
         raise TypeError(f"Task {name} must survive JSON unchanged (dict keys must be str).")
     return round_trip
+
+
+def _check_importable(task: Task) -> None:
+    """``InvalidTask`` unless the receiver will find this very task at its ``module_path``.
+
+    The row stores the path, and the receiver imports it: a task held under another name than
+    its function's (``process = task(_process)``) would be recorded, then fail every delivery.
+    """
+    try:
+        found = import_string(task.module_path)
+    except ImportError:
+        found = None
+    if not isinstance(found, Task) or found.func is not task.func:
+        raise InvalidTask(
+            f"{task.module_path} is not this task, so QStashBackend could not run it: define "
+            "the task with @task on a module-level function, under the function's own name."
+        )
 
 
 def _result_of(result_id: str, execution: JobExecution | None) -> TaskResult:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.apps import apps
 from django.conf import settings
 from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
@@ -257,8 +256,9 @@ def test_a_rolled_back_enqueue_records_and_runs_nothing(tasks: ModuleType) -> No
         ((float("nan"), 1), {}),
         ((b"\xff", 1), {}),
         ((), {"a": Decimal("1.5"), "b": 1}),
+        (("a\x00b", 1), {}),
     ],
-    ids=["object", "datetime", "int-keys", "nan", "bad-bytes", "decimal-kwarg"],
+    ids=["object", "datetime", "int-keys", "nan", "bad-bytes", "decimal-kwarg", "nul"],
 )
 def test_arguments_json_cannot_carry_are_refused_at_enqueue(
     tasks: ModuleType, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -282,6 +282,23 @@ def test_run_after_becomes_a_delayed_publish(
     assert fetched.task.run_after == run_after
     stored = JobExecution.objects.get(job_id=result.id).payload["run_after"]
     assert parse_datetime(stored) == run_after
+
+
+@override_settings(USE_TZ=False)
+def test_an_aware_run_after_is_a_delay_where_use_tz_is_off(
+    tasks: ModuleType, held: list[OutgoingMessage]
+) -> None:
+    # Django's own check asks for an aware run_after only where USE_TZ is on.
+    tasks.add.using(run_after=datetime.now(tz=UTC) + timedelta(seconds=90)).enqueue(1, 2)
+    [message] = held
+    assert 89 <= message.options.delay_seconds <= 90
+
+
+def test_a_task_held_under_another_name_is_refused_at_enqueue(tasks: ModuleType) -> None:
+    # Its module_path names the function, which the receiver would find instead of a task.
+    with pytest.raises(InvalidTask, match="under the function's own name"):
+        tasks.aliased.enqueue()
+    assert not JobExecution.objects.exists()
 
 
 def test_a_run_after_in_the_past_publishes_without_delay(
@@ -406,6 +423,53 @@ def test_a_return_value_json_cannot_carry_fails_the_task_at_once(tasks: ModuleTy
     assert result.attempts == 1
     execution = JobExecution.objects.get(job_id=result.id)
     assert "not JSON-serialisable" in execution.error
+
+
+def test_a_return_value_the_database_cannot_store_is_the_tasks_error(tasks: ModuleType) -> None:
+    result = tasks.return_nan.enqueue()
+    result.refresh()
+    assert result.status == FAILED
+    [error] = result.errors
+    assert error.exception_class_path.endswith("PermanentJobError")
+    assert "not JSON compliant: nan" in error.traceback
+
+
+def test_a_task_qstash_gave_up_on_reads_failed_with_that_error(
+    tasks: ModuleType, held: list[OutgoingMessage]
+) -> None:
+    from django_qstash_jobs.exceptions import DeliveryAbandoned
+    from django_qstash_jobs.failure_notices import FailureNotice, record
+
+    result = tasks.add.enqueue(1, 2)
+    execution = JobExecution.objects.get(job_id=result.id)
+    assert execution.message_id
+    notice = FailureNotice(
+        message_id=execution.message_id,
+        job_id=result.id,
+        deduplication_id=execution.options["deduplication_id"],
+        schedule_id=None,
+        status=504,
+        response="Gateway Timeout",
+        error=None,
+        attempts=4,
+    )
+    record(notice)
+
+    failed = backend().get_result(result.id)
+    assert failed.status == FAILED
+    [error] = failed.errors  # the README's result.errors[-1] has something to show
+    assert error.exception_class is DeliveryAbandoned
+    assert "HTTP 504" in error.traceback
+
+
+def test_a_task_that_exits_fails_the_attempt_and_the_exit_goes_on(tasks: ModuleType) -> None:
+    with override_settings(TASKS=tasks_setting(retries=0)), pytest.raises(SystemExit):
+        tasks.exit_the_process.enqueue()
+    execution = JobExecution.objects.get()
+    assert execution.status == JobStatus.FAILED  # not left running until its lease ran out
+    assert execution.error == "SystemExit: 3"
+    [error] = backend().get_result(execution.job_id).errors
+    assert error.exception_class is SystemExit
 
 
 def test_unknown_result_ids_do_not_exist(tasks: ModuleType) -> None:
@@ -565,6 +629,18 @@ def test_a_failed_task_finishes_failed_with_its_error(
     assert finished.errors[0].exception_class is tasks.TaskBoom
 
 
+def test_a_cancelled_task_finishes_failed(
+    tasks: ModuleType, held: list[OutgoingMessage], task_signals: list[tuple[str, type, Any]]
+) -> None:
+    result = tasks.add.enqueue(1, 2)
+    job_dispatcher.cancel(result.id)
+    assert [(name, sent.status) for name, _, sent in task_signals] == [
+        ("enqueued", READY),
+        ("finished", FAILED),
+    ]
+    assert task_signals[-1][2].errors[-1].exception_class is TaskCancelled
+
+
 def test_a_refused_path_sends_no_task_signal(task_signals: list[tuple[str, type, Any]]) -> None:
     job_dispatcher.enqueue("django_task", {"task": "tests.testapp.tasks.not_a_task"})
     assert task_signals == []
@@ -626,11 +702,37 @@ def test_invalid_options_fail_the_check_and_the_enqueue(
     assert not JobExecution.objects.exists()
 
 
-def test_the_check_asks_for_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(apps, "is_installed", lambda name: name != "django_qstash_jobs")
-    [message] = backend().check()
-    assert message.id == "django_qstash_jobs.tasks.E001"
-    assert "INSTALLED_APPS" in (message.hint or "")
+def test_without_the_app_the_backend_says_to_install_it() -> None:
+    # Its models cannot be imported without it: the check framework would get a RuntimeError
+    # naming a model, and never reach a check of its own.
+    code = (
+        "import django; from django.conf import settings; "
+        "settings.configure(INSTALLED_APPS=['django.contrib.contenttypes'], "
+        "TASKS={'default': {'BACKEND': 'django_qstash_jobs.tasks.QStashBackend'}}); "
+        "django.setup(); "
+        "from django.core.exceptions import ImproperlyConfigured; "
+        "from importlib import import_module\n"
+        "try:\n    import_module('django_qstash_jobs.tasks')\n"
+        "except ImproperlyConfigured as exc:\n    print(exc)"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={"PATH": ""},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert 'add "django_qstash_jobs" to INSTALLED_APPS' in completed.stdout
+
+
+@pytest.mark.parametrize("options", [None, ["retries"]], ids=["None", "a list"])
+def test_options_that_are_no_dict_are_reported_by_the_check(options: Any) -> None:
+    setting = {"default": {"BACKEND": "django_qstash_jobs.tasks.QStashBackend", "OPTIONS": options}}
+    with override_settings(TASKS=setting):
+        messages = backend().check()
+    assert [message.id for message in messages] == ["django_qstash_jobs.tasks.E002"]
 
 
 def test_the_app_registers_the_job_type_when_it_starts() -> None:

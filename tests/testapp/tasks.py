@@ -77,3 +77,20 @@ async def multiply(a: int, b: int) -> int:
 def not_a_task() -> None:
     """A plain function: a django_task job naming it must never call it."""
     SideEffect.objects.create(job_id="", label="not_a_task ran")
+
+
+@task
+def return_nan() -> float:
+    return float("nan")
+
+
+@task
+def exit_the_process() -> None:
+    raise SystemExit(3)
+
+
+def _aliased() -> None:
+    """Held as ``aliased``: its module_path names this function, not the task."""
+
+
+aliased = task(_aliased)
