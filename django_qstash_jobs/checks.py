@@ -66,12 +66,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="django_qstash_jobs.E007",
             )
         )
-    for name in ("default_retries", "lease_seconds", "clock_tolerance", "retention_days"):
+    # A lease of 0 hands every running job to the next delivery; a retention of 0 has the
+    # cleanup job delete what finished a second ago.
+    minimums = {"default_retries": 0, "lease_seconds": 1, "clock_tolerance": 0, "retention_days": 1}
+    for name, minimum in minimums.items():
         value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             messages.append(
                 Error(
-                    f"QSTASH_JOBS[{name.upper()!r}] must be a non-negative integer, not {value!r}.",
+                    f"QSTASH_JOBS[{name.upper()!r}] must be an integer of at least {minimum}, "
+                    f"not {value!r}.",
                     id="django_qstash_jobs.E008",
                 )
             )

@@ -147,7 +147,8 @@ class JobDispatcher:
         for an unknown id, and :class:`EnqueueError` if the publish fails (the row is then
         ``pending`` and ``republish_jobs`` will publish it).
         """
-        execution = JobExecution.objects.get(job_id=job_id)
+        rows = statements.job_rows()
+        execution = rows.get(job_id=job_id)
         retryable = (JobStatus.FAILED, JobStatus.CANCELLED)
         if execution.status not in retryable:
             raise JobStateError(
@@ -156,7 +157,8 @@ class JobDispatcher:
         # A new deduplication id, or QStash would drop this publish as a repeat of the first.
         options = PublishOptions.from_json(execution.options)
         options = replace(options, deduplication_id=f"{job_id}:retry:{uuid.uuid4().hex[:12]}")
-        reset = JobExecution.objects.filter(pk=execution.pk, status__in=retryable).update(
+        now = timezone.now()
+        reset = rows.filter(pk=execution.pk, status__in=retryable).update(
             status=JobStatus.PENDING,
             options=options.as_json(),
             attempts=0,
@@ -167,7 +169,10 @@ class JobDispatcher:
             progress_message="",
             started_at=None,
             finished_at=None,
-            updated_at=timezone.now(),
+            # Claimed for this publish: the row is old, and republish_jobs would otherwise take
+            # it at once and publish it a second time. Published, the claim is cleared.
+            publish_claimed_at=now,
+            updated_at=now,
         )
         if not reset:
             raise JobStateError(f"Job {job_id} changed state while being retried; try again.")

@@ -1,12 +1,28 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.files.storage import FileSystemStorage, storages
 from django.test import Client
 
 from tests.signing_helpers import qstash_token
+
+
+@pytest.fixture
+def storage(settings: Any, tmp_path: Path) -> FileSystemStorage:
+    """The storage reports and exports go to: a temporary MEDIA_ROOT."""
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    settings.MEDIA_URL = "/media/"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    }
+    default = storages["default"]
+    assert isinstance(default, FileSystemStorage)
+    return default
 
 
 @pytest.fixture

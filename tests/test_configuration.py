@@ -84,6 +84,10 @@ def test_unknown_settings_and_transports_are_errors() -> None:
     assert check_ids(**DEV, TOKENS="x") == {"django_qstash_jobs.E007"}
     assert check_ids(**{**DEV, "TRANSPORT": "carrier-pigeon"}) == {"django_qstash_jobs.E006"}
     assert check_ids(**DEV, DEFAULT_RETRIES=-1) == {"django_qstash_jobs.E008"}
+    # A lease of 0 hands running jobs over at once; a retention of 0 deletes what just finished.
+    assert check_ids(**DEV, LEASE_SECONDS=0) == {"django_qstash_jobs.E008"}
+    assert check_ids(**DEV, RETENTION_DAYS=0) == {"django_qstash_jobs.E008"}
+    assert check_ids(**DEV, DEFAULT_RETRIES=0, RETENTION_DAYS=1) == set()
 
 
 def test_credentials_fall_back_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

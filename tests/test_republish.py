@@ -83,6 +83,59 @@ def test_republish_jobs_publishes_pending_rows_once() -> None:
     assert SideEffect.objects.filter(job_id=job_id).count() == 1
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--batch-size", "0"],
+        ["--batch-size", "-1"],
+        ["--limit", "0"],
+        ["--older-than", "nan"],
+        ["--older-than", "inf"],
+        ["--older-than", "-1"],
+        ["--older-than", "soon"],
+    ],
+)
+def test_republish_jobs_refuses_bad_arguments(arguments: list[str]) -> None:
+    # Each used to raise from deep inside, or to publish nothing and report success.
+    from django.core.management.base import CommandError
+
+    execution = JobExecution.objects.create(job_type="echo", payload={"message": "x"})
+    age(execution.job_id)
+    with pytest.raises(CommandError, match=arguments[0]):
+        call_command("republish_jobs", *arguments)
+    assert JobExecution.objects.get().status == JobStatus.PENDING
+
+
+def test_a_job_retried_by_hand_is_not_republished_while_its_publish_is_in_flight() -> None:
+    from django_qstash_jobs.transports import get_transport
+
+    execution = JobExecution.objects.create(
+        job_type="echo", payload={"message": "x"}, status=JobStatus.FAILED
+    )
+    age(execution.job_id, seconds=3600)  # an old job: past any grace period
+    transport = get_transport()
+    publish = transport.publish
+    published: list[str] = []
+    republished: list[int] = []
+
+    def publish_while_cron_runs(messages: Any) -> list[str]:
+        if not published:
+            published.append("retry")
+            republished.append(republish_pending(older_than=timedelta(0)).published)
+        return publish(messages)
+
+    transport.publish = publish_while_cron_runs  # type: ignore[method-assign]
+    try:
+        job_dispatcher.retry(execution.job_id)
+    finally:
+        transport.publish = publish  # type: ignore[method-assign]
+
+    assert republished == [0]
+    execution.refresh_from_db()
+    assert (execution.status, execution.publish_claimed_at) == (JobStatus.COMPLETED, None)
+    assert SideEffect.objects.filter(job_id=execution.job_id).count() == 1
+
+
 def test_republish_jobs_fails_loudly_while_qstash_is_down() -> None:
     from django.core.management.base import CommandError
 

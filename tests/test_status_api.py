@@ -119,6 +119,16 @@ def test_a_job_without_user_is_for_staff_only(people: People, url_for: Any) -> N
     assert logged_in(people.staff).get(url_for(job)).status_code == 200
 
 
+@pytest.mark.parametrize("url_for", [status_url, events_url], ids=["status", "events"])
+def test_the_status_answers_where_every_request_is_atomic(
+    people: People, url_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Django refuses ATOMIC_REQUESTS for an async view that does not opt out: a 500 each time.
+    monkeypatch.setitem(connection.settings_dict, "ATOMIC_REQUESTS", True)
+    job = job_for(people.owner, status=JobStatus.COMPLETED)
+    assert logged_in(people.owner).get(url_for(job)).status_code == 200
+
+
 def test_the_status_reads_no_column_it_does_not_show(people: People) -> None:
     # A stream re-reads the row at every change; a large payload or traceback stays unread.
     job = job_for(people.owner, status=JobStatus.COMPLETED, traceback="x" * 10_000)

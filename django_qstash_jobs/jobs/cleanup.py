@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from django.db import router, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.context import JobContext
+from django_qstash_jobs.exceptions import PermanentJobError
 from django_qstash_jobs.jobs import files
-from django_qstash_jobs.jobs.schemas import CleanupOldDataPayload
+from django_qstash_jobs.jobs.schemas import MAX_RETENTION_DAYS, CleanupOldDataPayload
 from django_qstash_jobs.models import FINISHED_STATUSES, JobExecution
 from django_qstash_jobs.registry import JOB_TYPES, register_job
 
@@ -88,10 +90,26 @@ def expired(cutoff: datetime) -> QuerySet[JobExecution]:
     )
 
 
+def delete_files_of(jobs: QuerySet[JobExecution]) -> int:
+    """Delete the report and export files these jobs made; return how many were deleted."""
+    results = jobs.filter(job_type__in=FILE_JOB_TYPES).values_list("result", flat=True)
+    names = [
+        result["file"]
+        for result in results
+        if isinstance(result, dict) and isinstance(result.get("file"), str)
+    ]
+    return files.delete(names)
+
+
 def cleanup(
     retention_days: int, *, batch_size: int = 1000, progress: Progress | None = None
 ) -> CleanupReport:
     """Delete what is older than ``retention_days``, ``batch_size`` rows per transaction."""
+    if not 1 <= retention_days <= MAX_RETENTION_DAYS:
+        # 0 would delete what finished a second ago.
+        raise ValueError(
+            f"Retention must be 1 to {MAX_RETENTION_DAYS} days, not {retention_days!r}."
+        )
     cutoff = timezone.now() - timedelta(days=retention_days)
     report = CleanupReport(retention_days=retention_days, cutoff=cutoff)
     total = expired(cutoff).count()
@@ -100,14 +118,13 @@ def cleanup(
         if not batch:
             break
         # Files first: if deleting the rows then fails, the next run still finds the files.
-        results = JobExecution.objects.filter(pk__in=batch, job_type__in=FILE_JOB_TYPES)
-        names = [
-            result["file"]
-            for result in results.values_list("result", flat=True)
-            if isinstance(result, dict) and isinstance(result.get("file"), str)
-        ]
-        report.files_deleted += files.delete(names)
-        _, per_model = JobExecution.objects.filter(pk__in=batch).delete()
+        report.files_deleted += delete_files_of(JobExecution.objects.filter(pk__in=batch))
+        with transaction.atomic(using=router.db_for_write(JobExecution)):
+            # Checked again, and locked until deleted: a row retried by hand since it was
+            # selected (pending, then running) is no longer expired and must stay.
+            still_expired = expired(cutoff).filter(pk__in=batch).select_for_update()
+            doomed = list(still_expired.values_list("pk", flat=True))
+            _, per_model = JobExecution.objects.filter(pk__in=doomed).delete()
         report.executions_deleted += per_model.get(JobExecution._meta.label, 0)
         if progress is not None and total:
             done = min(report.executions_deleted, total)
@@ -121,4 +138,7 @@ def cleanup(
 def cleanup_old_data(payload: CleanupOldDataPayload, ctx: JobContext) -> dict[str, Any]:
     """Delete old finished jobs and their files; ``retention`` defaults to RETENTION_DAYS."""
     days = payload.retention or get_config().retention_days
-    return cleanup(days, progress=ctx.set_progress).as_result()
+    try:
+        return cleanup(days, progress=ctx.set_progress).as_result()
+    except ValueError as exc:  # RETENTION_DAYS out of range: the same on every attempt
+        raise PermanentJobError(f'{exc} Fix QSTASH_JOBS["RETENTION_DAYS"].') from exc

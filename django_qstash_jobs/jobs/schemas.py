@@ -148,6 +148,10 @@ class ExportDataPayload(Payload):
         return {snake_case(name): filter_value for name, filter_value in value.items()}
 
 
+#: A hundred years: a cutoff further back leaves the calendar.
+MAX_RETENTION_DAYS = 36_500
+
+
 class CleanupOldDataPayload(Payload):
     #: Days to keep; ``None`` means ``QSTASH_JOBS["RETENTION_DAYS"]``.
-    retention: int | None = Field(default=None, ge=1, le=36500)
+    retention: int | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS)

@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core import mail
-from django.core.files.storage import FileSystemStorage, storages
 
 from tests.jobs import backends
-
-
-@pytest.fixture
-def storage(settings: Any, tmp_path: Path) -> FileSystemStorage:
-    """The storage reports and exports go to: a temporary MEDIA_ROOT."""
-    settings.MEDIA_ROOT = str(tmp_path / "media")
-    settings.MEDIA_URL = "/media/"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    }
-    default = storages["default"]
-    assert isinstance(default, FileSystemStorage)
-    return default
 
 
 def use_email_backend(settings: Any, backend: str) -> None:

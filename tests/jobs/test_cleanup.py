@@ -122,6 +122,27 @@ def test_the_retention_defaults_to_the_setting(settings: Any) -> None:
     assert execution.result["executions_deleted"] == 1
 
 
+def test_a_job_retried_while_its_batch_is_cleaned_up_stays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    retried, gone = finished(40, JobStatus.FAILED), finished(40)
+    delete_files = cleanup.files.delete
+
+    def retried_meanwhile(names: list[str]) -> int:
+        # Between the batch's selection and its deletion: job_dispatcher.retry, then a claim.
+        JobExecution.objects.filter(pk=retried.pk).update(
+            status=JobStatus.RUNNING, finished_at=None
+        )
+        return delete_files(names)
+
+    monkeypatch.setattr(cleanup.files, "delete", retried_meanwhile)
+    report = cleanup.cleanup(30)
+
+    assert report.executions_deleted == 1
+    assert list(JobExecution.objects.values_list("pk", flat=True)) == [retried.pk]
+    assert not JobExecution.objects.filter(pk=gone.pk).exists()
+
+
 def test_rows_are_deleted_in_batches() -> None:
     for _ in range(7):
         finished(40)
@@ -162,9 +183,25 @@ def test_the_command_runs_the_cleanup_directly(hooks: list[datetime]) -> None:
     assert "audit-log: 7 deleted" in out.getvalue()
 
 
-def test_the_command_refuses_a_retention_below_one_day() -> None:
+def test_the_command_refuses_a_retention_out_of_range(settings: Any) -> None:
     from django.core.management import CommandError
 
-    for days in ("0", "-1"):
-        with pytest.raises(CommandError, match="at least 1 day"):
+    finished(3)
+    for days in ("0", "-1", "1000000", "x"):
+        with pytest.raises(CommandError, match="--retention"):
             call_command("cleanup_jobs", "--retention", days)
+    settings.QSTASH_JOBS = {**settings.QSTASH_JOBS, "RETENTION_DAYS": 0}
+    with pytest.raises(CommandError, match='RETENTION_DAYS"] is 0'):
+        call_command("cleanup_jobs")
+    assert JobExecution.objects.count() == 1
+
+
+def test_a_retention_setting_of_zero_deletes_nothing(settings: Any) -> None:
+    # The check refuses it; a site that runs anyway must not lose what finished a second ago.
+    settings.QSTASH_JOBS = {**settings.QSTASH_JOBS, "RETENTION_DAYS": 0}
+    kept = finished(0)
+    execution = get_job_execution_by_job_id(job_dispatcher.enqueue(JOB_TYPES.CLEANUP_OLD_DATA))
+    assert execution is not None
+    assert execution.status == JobStatus.FAILED
+    assert "RETENTION_DAYS" in execution.error
+    assert JobExecution.objects.filter(pk=kept.pk).exists()

@@ -6,6 +6,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.jobs.cleanup import cleanup
+from django_qstash_jobs.jobs.schemas import MAX_RETENTION_DAYS
+from django_qstash_jobs.management.arguments import whole_number
 
 
 class Command(BaseCommand):
@@ -17,14 +19,14 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--retention",
-            type=int,
+            type=whole_number(1, MAX_RETENTION_DAYS),
             default=None,
             metavar="DAYS",
             help='Days to keep (default: QSTASH_JOBS["RETENTION_DAYS"]).',
         )
         parser.add_argument(
             "--batch-size",
-            type=int,
+            type=whole_number(1),
             default=1000,
             help="Rows deleted per transaction (default: 1000).",
         )
@@ -33,10 +35,11 @@ class Command(BaseCommand):
         retention = options["retention"]
         if retention is None:
             retention = get_config().retention_days
-        if retention < 1:
-            raise CommandError("--retention must be at least 1 day.")
-        if options["batch_size"] < 1:
-            raise CommandError("--batch-size must be positive.")
+            if not 1 <= retention <= MAX_RETENTION_DAYS:
+                raise CommandError(
+                    f'QSTASH_JOBS["RETENTION_DAYS"] is {retention!r}; it must be 1 to '
+                    f"{MAX_RETENTION_DAYS} days (or pass --retention)."
+                )
         report = cleanup(retention, batch_size=options["batch_size"])
         self.stdout.write(
             f"Deleted {report.executions_deleted} finished jobs and {report.files_deleted} "

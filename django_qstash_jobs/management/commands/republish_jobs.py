@@ -5,6 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_qstash_jobs.management.arguments import seconds, whole_number
 from django_qstash_jobs.outbox import republish_pending
 
 
@@ -17,14 +18,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--older-than",
-            type=float,
+            type=seconds,
             default=None,
             metavar="SECONDS",
             help="Only rows pending for longer than this (default: "
             "QSTASH_JOBS['REPUBLISH_GRACE_SECONDS'], 60), so publishes in flight are left alone.",
         )
-        parser.add_argument("--limit", type=int, default=None, help="Publish at most this many.")
-        parser.add_argument("--batch-size", type=int, default=100)
+        parser.add_argument(
+            "--limit", type=whole_number(1), default=None, help="Publish at most this many."
+        )
+        parser.add_argument("--batch-size", type=whole_number(1), default=100)
 
     def handle(self, *args: Any, **options: Any) -> None:
         older_than = options["older_than"]
