@@ -5,6 +5,12 @@ ranges ``a-b``, steps ``*/n``, ``a/n`` and ``a-b/n``, and comma-separated lists 
 croniter alone would also take names, ``L``, ``W``, ``#``, ``?`` and a seconds field, which
 QStash may refuse at sync time; checking each field here catches them when the schedule is
 written, with an error that names the field.
+
+Where croniter reads a form of that grammar otherwise than cron does, the form is rewritten or
+refused, so that croniter (``next_runs``, the admin, the local QStash server) and QStash fire
+at the same times: an equal range ``a-a`` or ``a-a/n`` is written ``a`` (croniter reads the
+whole field), and a day-of-week step from 7 (``7/n``, which croniter reads as ``*/n``) is
+refused.
 """
 
 from __future__ import annotations
@@ -17,12 +23,16 @@ from datetime import datetime, tzinfo
 from datetime import timezone as dt_timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadDateError, croniter
+from croniter import CroniterBadDateError, CroniterError, croniter
 
 from django_qstash_jobs.exceptions import ScheduleError
 
 _TZ_PREFIX = "CRON_TZ="
-_ITEM = re.compile(r"^(?:(?P<star>\*)|(?P<start>\d+)(?:-(?P<end>\d+))?)(?:/(?P<step>\d+))?$")
+# ASCII: without it \d also matches other scripts' digits (Arabic-Indic, fullwidth), which int()
+# reads but croniter and QStash refuse.
+_ITEM = re.compile(
+    r"^(?:(?P<star>\*)|(?P<start>\d+)(?:-(?P<end>\d+))?)(?:/(?P<step>\d+))?$", re.ASCII
+)
 _DAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 _MONTH_NAMES = (
     "January",
@@ -56,12 +66,13 @@ class CronField:
         return f"{self.low}-{self.high}{self.note}"
 
 
+DAY_OF_WEEK = CronField("day of week", 0, 7, 7, " (0 and 7 are Sunday)")
 FIELDS = (
     CronField("minute", 0, 59, 60),
     CronField("hour", 0, 23, 24),
     CronField("day of month", 1, 31, 31),
     CronField("month", 1, 12, 12),
-    CronField("day of week", 0, 7, 7, " (0 and 7 are Sunday)"),
+    DAY_OF_WEEK,
 )
 
 
@@ -69,6 +80,8 @@ FIELDS = (
 class CronItem:
     """One comma-separated part of a field: ``*``, ``n``, ``a-b``, each with an optional step."""
 
+    #: As written in the normalised expression.
+    text: str
     start: int | None  # None for '*'
     end: int | None  # None unless a range
     step: int | None
@@ -115,36 +128,41 @@ def _parse_cron(cron: str) -> CronExpression:
     if text.startswith(_TZ_PREFIX):
         zone_name, _, text = text[len(_TZ_PREFIX) :].partition(" ")
         _check_zone(zone_name, cron)
-    fields = tuple(text.split())
-    if len(fields) == 1 and fields[0].startswith("@"):
+    written = text.split()
+    if len(written) == 1 and written[0].startswith("@"):
         raise ScheduleError(
-            f"Cron macros such as {fields[0]!r} are not supported: write the five fields, "
+            f"Cron macros such as {written[0]!r} are not supported: write the five fields, "
             "e.g. '0 0 * * *' for daily at midnight."
         )
-    if len(fields) != len(FIELDS):
+    if len(written) != len(FIELDS):
         raise ScheduleError(
-            f"Cron expression {cron!r} has {len(fields)} fields; it needs 5: "
+            f"Cron expression {cron!r} has {len(written)} fields; it needs 5: "
             "minute hour day-of-month month day-of-week."
         )
+    items = tuple(
+        tuple(parse_field(value, field)) for value, field in zip(written, FIELDS, strict=True)
+    )
+    fields = tuple(",".join(item.text for item in field_items) for field_items in items)
     expression = CronExpression(
         text=" ".join(((f"{_TZ_PREFIX}{zone_name}",) if zone_name else ()) + fields),
         fields=fields,
         zone_name=zone_name,
-        items=tuple(
-            tuple(parse_field(value, field)) for value, field in zip(fields, FIELDS, strict=True)
-        ),
+        items=items,
     )
     _check_fires(expression)
     return expression
 
 
 def validate_cron(cron: str) -> str:
-    """Return the expression normalised (single spaces), or raise :class:`ScheduleError`."""
+    """Return the expression normalised, or raise :class:`ScheduleError`.
+
+    Normalised: single spaces, and an equal range ``a-a`` or ``a-a/n`` written ``a``.
+    """
     return parse_cron(cron).text
 
 
 def parse_field(value: str, field: CronField) -> list[CronItem]:
-    """The items of one field, each checked against the field's range."""
+    """The items of one field, each checked against the field's range, and normalised."""
     items = []
     for part in value.split(","):
         match = _ITEM.match(part)
@@ -154,6 +172,7 @@ def parse_field(value: str, field: CronField) -> list[CronItem]:
                 "'*', lists (1,2), ranges (1-5) and steps (*/15, 1-30/5)."
             )
         item = CronItem(
+            text=part,
             start=_number(match["start"]),
             end=_number(match["end"]),
             step=_number(match["step"]),
@@ -174,6 +193,16 @@ def parse_field(value: str, field: CronField) -> list[CronItem]:
                 f"The {field.name} field {value!r} has a bad step {item.step}: a step must be "
                 f"from 1 to {field.span}."
             )
+        if field is DAY_OF_WEEK and item.start == 7 and item.end is None and item.step:
+            # croniter reads '7/n' as '*/n' (every n-th day from Sunday), cron as Sunday only.
+            raise ScheduleError(
+                f"The {field.name} field {value!r} has a step from 7 in {part!r}, which cron "
+                f"implementations read differently: write '0/{item.step}' to step from Sunday, "
+                "or '7' for Sunday only."
+            )
+        if item.start is not None and item.start == item.end:
+            # cron reads 'a-a' and 'a-a/n' as 'a'; croniter as the whole field ('*', '*/n').
+            item = CronItem(text=str(item.start), start=item.start, end=None, step=None)
         items.append(item)
     return items
 
@@ -206,6 +235,10 @@ def _check_fires(expression: CronExpression) -> None:
         raise ScheduleError(
             f"Cron expression {expression.text!r} never fires: no month has that day."
         ) from None
+    except CroniterError as exc:
+        # The grammar above should leave croniter nothing to refuse; if it does, the caller
+        # (the admin, a sync) expects a ScheduleError, not croniter's own.
+        raise ScheduleError(f"Cron expression {expression.text!r} is not valid: {exc}") from None
 
 
 def next_runs(cron: str, n: int = 5, *, after: datetime | None = None) -> list[datetime]:

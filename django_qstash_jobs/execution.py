@@ -12,7 +12,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, router, transaction
 from django.utils import timezone
 from pydantic import BaseModel
 
@@ -187,8 +187,19 @@ def _record_failure(execution: JobExecution, exc: BaseException, *, final: bool)
         signals.send_lifecycle(signals.job_retrying, execution, error=error, exception=exc)
 
 
+#: The error of a firing recorded without running, because its schedule is paused.
+PAUSED_FIRING_ERROR = (
+    "Not run: the schedule was paused when it fired (QStash had missed the pause; "
+    "`manage.py sync_schedules` pauses it there)."
+)
+
+
 def job_id_for_schedule_firing(delivery: Delivery) -> str | None:
-    """The row of a schedule's firing, created on its first delivery and keyed by message id."""
+    """The row of a schedule's firing, created on its first delivery and keyed by message id.
+
+    The firing of a paused schedule is recorded ``cancelled``, so that it is acknowledged
+    without running; a firing recorded before the pause runs on.
+    """
     if not (delivery.schedule_id and delivery.message_id):
         return None
     recorded = (
@@ -198,15 +209,27 @@ def job_id_for_schedule_firing(delivery: Delivery) -> str | None:
     )
     if existing := recorded.first():
         return existing
-    schedule = JobSchedule.objects.filter(schedule_id=delivery.schedule_id).first()
+    # From the database written to: a pause just made must be seen.
+    schedules = JobSchedule.objects.using(router.db_for_write(JobSchedule))
+    schedule = schedules.filter(schedule_id=delivery.schedule_id).first()
     if schedule is None:
         return None
+    # QStash fires a paused schedule when it missed the pause (it could not be reached then, or
+    # the pause after a push failed). A cancelled row rather than none: it shows the operator
+    # that QStash fired, and job_dispatcher.retry runs it if it was wanted after all.
+    state: dict[str, Any] = {"status": JobStatus.QUEUED}
+    if schedule.paused:
+        state = {
+            "status": JobStatus.CANCELLED,
+            "error": PAUSED_FIRING_ERROR,
+            "finished_at": timezone.now(),
+        }
     try:
         # A savepoint, so that losing the race inside a caller's transaction leaves it usable.
         with transaction.atomic():
             execution = JobExecution.objects.create(
+                **state,
                 job_type=schedule.job_type,
-                status=JobStatus.QUEUED,
                 payload=schedule.payload,
                 user_id=schedule.user_id,
                 organization_id=schedule.organization_id,
@@ -219,4 +242,10 @@ def job_id_for_schedule_firing(delivery: Delivery) -> str | None:
     except IntegrityError:
         # A concurrent delivery of the same firing created it first.
         return recorded.first()
+    if schedule.paused:
+        logger.warning(
+            "Schedule %s fired while paused: job %s recorded as cancelled, not run.",
+            schedule.name,
+            execution.job_id,
+        )
     return execution.job_id

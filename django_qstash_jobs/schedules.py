@@ -5,6 +5,11 @@ or changing a schedule writes the row first and then makes QStash match it, so w
 be reached the row still says what is wanted and ``manage.py sync_schedules`` completes the work
 later. Deleting goes the other way round: QStash first, so a failed delete keeps the row to retry.
 
+Each operation locks the schedule's row (``select_for_update``) from its write until QStash has
+been told, so that two operations on one schedule (a pause and a resume, a pause during a
+deploy's sync) take turns, and QStash ends as the row does. A QStash failure is raised once the
+row's write is committed.
+
 Ownership: a QStash account can hold schedules of other sites and other tools. This app only
 ever deletes a QStash schedule that it has a row for, or whose id starts with
 :data:`SCHEDULE_ID_PREFIX` *and* whose destination is this site's ``RECEIVER_URL``.
@@ -18,7 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, connections, router, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from django_qstash_jobs.conf import get_config
@@ -152,12 +158,42 @@ def _outgoing(schedule_id: str, job_type: str, cron: str) -> OutgoingSchedule:
 
 
 def push(row: JobSchedule) -> None:
-    """Make QStash hold ``row``'s schedule, paused or not, and record when."""
-    transport = get_transport()
-    transport.upsert_schedule(outgoing(row))
-    # Said explicitly after every upsert: whether an upsert keeps a pause is up to the server.
-    _set_remote_paused(transport, row.schedule_id, paused=row.paused)
-    _mark_synced(row)
+    """Make QStash hold ``row``'s schedule, paused or not, and record when.
+
+    ``row`` is read again first, locked: QStash is told what the row says now, not what it said
+    when the caller loaded it.
+    """
+    with _schedule_transaction():
+        _lock(row)
+        transport = get_transport()
+        transport.upsert_schedule(outgoing(row))
+        # Said explicitly after every upsert: whether an upsert keeps a pause is up to the server.
+        _set_remote_paused(transport, row.schedule_id, paused=row.paused)
+        _mark_synced(row)
+
+
+def _schedule_transaction() -> transaction.Atomic:
+    return transaction.atomic(using=router.db_for_write(JobSchedule))
+
+
+def _locked_rows() -> QuerySet[JobSchedule]:
+    """Rows locked until the transaction ends (nothing is locked on SQLite).
+
+    ``FOR NO KEY UPDATE`` where the database has it (PostgreSQL): operations on one schedule
+    still take turns, but a firing's job row, which references the schedule, is recorded
+    without waiting for QStash to answer the operation.
+    """
+    database = router.db_for_write(JobSchedule)
+    no_key = connections[database].features.has_select_for_no_key_update
+    return JobSchedule.objects.using(database).select_for_update(no_key=no_key)
+
+
+def _lock(row: JobSchedule) -> None:
+    """Reload ``row`` and lock it until the transaction ends."""
+    try:
+        row.refresh_from_db(from_queryset=_locked_rows())
+    except JobSchedule.DoesNotExist:
+        raise ScheduleError(f"Schedule {row.name!r} was deleted meanwhile.") from None
 
 
 def _set_remote_paused(transport: BaseTransport, schedule_id: str, *, paused: bool) -> None:
@@ -246,9 +282,11 @@ def unschedule(schedule_id: str) -> None:
             f"Schedule {row.name!r} is declared in QSTASH_JOBS['SCHEDULES']; remove it there and "
             "run `manage.py sync_schedules`."
         )
-    # QStash first: if it cannot be reached the row stays, and unschedule can be called again.
-    get_transport().delete_schedule(row.schedule_id)
-    row.delete()
+    with _schedule_transaction():
+        _lock(row)
+        # QStash first: if it cannot be reached the row stays, and unschedule can be called again.
+        get_transport().delete_schedule(row.schedule_id)
+        row.delete()
 
 
 def pause_schedule(schedule_id: str) -> None:
@@ -263,20 +301,27 @@ def resume_schedule(schedule_id: str) -> None:
 
 def _pause_or_resume(schedule_id: str, *, paused: bool) -> None:
     row = get_schedule(schedule_id)
-    JobSchedule.objects.filter(pk=row.pk).update(paused=paused, updated_at=timezone.now())
-    row.paused = paused
-    try:
-        _set_remote_paused(get_transport(), row.schedule_id, paused=paused)
-    except ScheduleNotFound:
-        # QStash lost it or never had it (QStash was down when it was created): recreate it.
-        _push_or_explain(row)
-    except ScheduleError as exc:
+    failure: ScheduleError | None = None
+    with _schedule_transaction():
+        _lock(row)
+        JobSchedule.objects.filter(pk=row.pk).update(paused=paused, updated_at=timezone.now())
+        row.paused = paused
+        try:
+            try:
+                _set_remote_paused(get_transport(), row.schedule_id, paused=paused)
+            except ScheduleNotFound:
+                # QStash lost it or never had it (QStash was down when it was created).
+                push(row)
+            else:
+                _mark_synced(row)
+        except ScheduleError as exc:
+            # Raised after the commit: the row keeps what is wanted, for sync_schedules.
+            failure = exc
+    if failure is not None:
         raise ScheduleError(
             f"Schedule {row.name!r} is marked {'paused' if paused else 'resumed'}, but QStash "
-            f"does not match it yet: {exc} `manage.py sync_schedules` will update QStash."
-        ) from exc
-    else:
-        _mark_synced(row)
+            f"does not match it yet: {failure} `manage.py sync_schedules` will update QStash."
+        ) from failure
 
 
 def run_schedule_now(schedule_id: str) -> str:
@@ -376,7 +421,7 @@ class SyncAction:
     cron: str
     details: str = ""
     row: JobSchedule | None = None
-    #: Fields to write to the row (creating it if there is none).
+    #: Fields to write to the row: those the plan changes, or a new row's.
     row_values: dict[str, Any] | None = None
     upsert: bool = False
     #: Pause (True) or resume (False) on QStash; None: leave as is.
@@ -461,8 +506,13 @@ def _plan_kept(
         wanted.update(definition.row_values(), source=ScheduleSource.SETTINGS)
         if definition.paused is not None:
             wanted["paused"] = definition.paused
+    # A new row is paused only if the declaration says so (the model's default otherwise).
+    new_row_values = dict(wanted)
     wanted.setdefault("paused", False)
     changed = [key for key in wanted if row is not None and current.get(key) != wanted[key]]
+    # An existing row gets only what changes: it may have changed itself by the time of the
+    # sync's apply (an operator's pause).
+    row_values = new_row_values if row is None else {key: wanted[key] for key in changed}
     desired = _outgoing(schedule_id, wanted["job_type"], wanted["cron"])
     remote_changes = _remote_differences(desired, remote)
     upsert = bool(remote_changes)
@@ -494,7 +544,7 @@ def _plan_kept(
         wanted["cron"],
         "; ".join(details),
         row=row,
-        row_values=wanted if row is None or changed else None,
+        row_values=row_values or None,
         upsert=upsert,
         set_paused=set_paused,
     )
@@ -526,7 +576,12 @@ def _describe_change(key: str, old: Any, new: Any) -> str:
 
 
 def apply_action(action: SyncAction) -> None:
-    """Carry out one planned action: the row first, then QStash."""
+    """Carry out one planned action: the row first, then QStash.
+
+    The plan may be minutes old (a deploy's sync): the row is read again, locked, and only the
+    fields the plan changes are written, so that an operator's pause since then is kept and sent
+    to QStash, and a concurrent sync's work is built on rather than refused.
+    """
     transport = get_transport()
     if action.delete_remote:
         # QStash first: if it fails, the row (and so the plan to delete) survives for next time.
@@ -535,20 +590,39 @@ def apply_action(action: SyncAction) -> None:
         action.row.delete()
     if action.delete_remote or action.delete_row:
         return
-    row = action.row
-    if action.row_values is not None:
+    failure: ScheduleError | None = None
+    with _schedule_transaction():
+        row = _write_planned_row(action)
         if row is None:
-            row = JobSchedule.objects.create(
-                name=action.name, schedule_id=action.schedule_id, **action.row_values
-            )
-        else:
-            for key, value in action.row_values.items():
-                setattr(row, key, value)
-            row.save()
-    assert row is not None
-    if action.upsert:
-        transport.upsert_schedule(outgoing(row))
-    if action.set_paused is not None:
-        _set_remote_paused(transport, row.schedule_id, paused=action.set_paused)
-    if action.upsert or action.set_paused is not None or row.last_synced_at is None:
-        _mark_synced(row)
+            return  # unscheduled since the plan was made: nothing left to sync
+        try:
+            if action.upsert:
+                transport.upsert_schedule(outgoing(row))
+            if action.set_paused is not None:
+                _set_remote_paused(transport, row.schedule_id, paused=row.paused)
+            if action.upsert or action.set_paused is not None or row.last_synced_at is None:
+                _mark_synced(row)
+        except ScheduleError as exc:
+            # Raised after the commit: the row keeps what is wanted, for the next sync.
+            failure = exc
+    if failure is not None:
+        raise failure
+
+
+def _write_planned_row(action: SyncAction) -> JobSchedule | None:
+    """The action's row, locked, with the plan's fields written; None if it was deleted since."""
+    changes = action.row_values or {}
+    if action.row is None:
+        try:
+            with _schedule_transaction():
+                return JobSchedule.objects.create(
+                    name=action.name, schedule_id=action.schedule_id, **changes
+                )
+        except IntegrityError:
+            pass  # another sync created it since the plan: update it as if it had been planned
+    row = _locked_rows().filter(name=action.name).first()
+    if row is not None and changes:
+        for key, value in changes.items():
+            setattr(row, key, value)
+        row.save(update_fields=[*changes, "updated_at"])
+    return row

@@ -38,3 +38,32 @@ def at_once(work: Callable[[], T], threads: int) -> list[T]:
     if errors:
         raise errors[0]
     return results
+
+
+class InThread:
+    """``work`` run in a thread of its own, as another request would; ``join`` re-raises."""
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        self._errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                work()
+            except BaseException as exc:  # re-raised in the calling thread by join()
+                self._errors.append(exc)
+            finally:
+                connections.close_all()
+
+        self.thread = threading.Thread(target=run)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def is_alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the work; once it has ended, raise what it raised."""
+        self.thread.join(timeout)
+        if self._errors and not self.thread.is_alive():
+            raise self._errors[0]

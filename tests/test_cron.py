@@ -7,7 +7,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from django_qstash_jobs.cron import _parse_cron, describe_cron, next_runs, validate_cron
+from django_qstash_jobs.cron import (
+    CronExpression,
+    _check_fires,
+    _parse_cron,
+    describe_cron,
+    next_runs,
+    validate_cron,
+)
 from django_qstash_jobs.exceptions import ScheduleError
 from django_qstash_jobs.models import JobSchedule
 
@@ -120,6 +127,69 @@ def test_a_reversed_range_is_refused() -> None:
         validate_cron("0 17-9 * * *")
 
 
+@pytest.mark.parametrize(
+    ("cron", "normalised"),
+    [
+        ("5-5 * * * *", "5 * * * *"),
+        ("5-5/10 * * * *", "5 * * * *"),
+        ("0,05-05 * * * *", "0,5 * * * *"),
+        ("0 3-3 * * *", "0 3 * * *"),
+        ("0 0 9-9/2 * *", "0 0 9 * *"),
+        ("0 0 1 6-6 *", "0 0 1 6 *"),
+        ("0 9 * * 1-1", "0 9 * * 1"),
+        ("0 9 * * 7-7/3", "0 9 * * 7"),
+        ("CRON_TZ=Europe/Paris 5-5 * * * *", "CRON_TZ=Europe/Paris 5 * * * *"),
+    ],
+)
+def test_an_equal_range_is_written_as_its_one_number(cron: str, normalised: str) -> None:
+    # croniter reads 'a-a' and 'a-a/n' as the whole field; QStash and cron as 'a'.
+    assert validate_cron(cron) == normalised
+
+
+def test_an_equal_range_fires_at_its_number_only() -> None:
+    assert next_runs("5-5 * * * *", 2, after=NEW_YEAR) == [
+        datetime(2026, 1, 1, hour, 5, tzinfo=timezone.utc) for hour in (0, 1)
+    ]
+    mondays = next_runs("0 9 * * 1-1", 2, after=NEW_YEAR)
+    assert [run.strftime("%a %d %H:%M") for run in mondays] == ["Mon 05 09:00", "Mon 12 09:00"]
+    assert describe_cron("0 9 * * 1-1") == "At 09:00 on Monday"
+
+
+@pytest.mark.parametrize("cron", ["0 0 * * 7/2", "0 0 * * 1,7/3", "0 0 * * 07/1"])
+def test_a_day_of_week_step_from_seven_is_refused(cron: str) -> None:
+    # croniter reads '7/2' as '*/2' (every other day of the week), cron as Sunday only.
+    with pytest.raises(ScheduleError, match=r"The day of week field .* has a step from 7"):
+        validate_cron(cron)
+
+
+def test_a_day_of_week_step_from_zero_steps_from_sunday() -> None:
+    runs = next_runs("0 0 * * 0/2", 4, after=NEW_YEAR)
+    assert [run.strftime("%a") for run in runs] == ["Sat", "Sun", "Tue", "Thu"]
+
+
+@pytest.mark.parametrize(
+    ("cron", "field"),
+    [
+        ("\u0661 * * * *", "minute"),  # Arabic-Indic 1
+        ("0 \uff12 * * *", "hour"),  # fullwidth 2
+        ("0 0 1-\u0663 * *", "day of month"),
+        ("0 0 * * */\u0968", "day of week"),  # Devanagari 2
+    ],
+)
+def test_digits_of_other_scripts_are_refused(cron: str, field: str) -> None:
+    with pytest.raises(ScheduleError, match=f"Invalid {field} field"):
+        validate_cron(cron)
+
+
+def test_an_expression_croniter_refuses_is_a_schedule_error() -> None:
+    # The grammar lets nothing through that croniter refuses; should it, callers (the admin, a
+    # sync) still get a ScheduleError, not croniter's own error.
+    fields = ("\u0661", "*", "*", "*", "*")
+    expression = CronExpression(text=" ".join(fields), fields=fields, zone_name=None, items=())
+    with pytest.raises(ScheduleError, match="is not valid"):
+        _check_fires(expression)
+
+
 def test_an_expression_that_never_fires_is_refused() -> None:
     with pytest.raises(ScheduleError, match="never fires"):
         validate_cron("0 0 30 2 *")
@@ -148,6 +218,19 @@ def test_seven_and_zero_are_both_sunday() -> None:
 def test_next_runs_are_in_utc_by_default() -> None:
     runs = next_runs("0 2 * * *", 3, after=NEW_YEAR)
     assert runs == [datetime(2026, 1, day, 2, tzinfo=timezone.utc) for day in (1, 2, 3)]
+
+
+def test_a_time_in_the_hour_repeated_by_a_dst_fall_back_fires_twice() -> None:
+    # Documented in decisions.rst: croniter, and so the local QStash server, fire 02:30 Paris
+    # time both as summer time and as winter time on the night the clocks go back.
+    runs = next_runs(
+        "CRON_TZ=Europe/Paris 30 2 * * *", 3, after=datetime(2026, 10, 24, 12, tzinfo=timezone.utc)
+    )
+    assert [run.astimezone(timezone.utc) for run in runs] == [
+        datetime(2026, 10, 25, 0, 30, tzinfo=timezone.utc),
+        datetime(2026, 10, 25, 1, 30, tzinfo=timezone.utc),
+        datetime(2026, 10, 26, 1, 30, tzinfo=timezone.utc),
+    ]
 
 
 def test_next_runs_follow_cron_tz() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from collections.abc import Callable, Iterator
 from io import StringIO
@@ -18,14 +20,20 @@ from django.test import Client, override_settings
 from django_qstash_jobs import job_dispatcher
 from django_qstash_jobs.checks import check_schedules
 from django_qstash_jobs.exceptions import JobValidationError, ScheduleError, UnknownJobTypeError
-from django_qstash_jobs.execution import Delivery, Outcome, execute
+from django_qstash_jobs.execution import PAUSED_FIRING_ERROR, Delivery, Outcome, execute
 from django_qstash_jobs.models import JobExecution, JobSchedule, JobStatus, ScheduleSource
 from django_qstash_jobs.registry import register_job, registry
-from django_qstash_jobs.schedules import SCHEDULE_ID_PREFIX, schedule_id_for
+from django_qstash_jobs.schedules import (
+    SCHEDULE_ID_PREFIX,
+    apply_action,
+    plan_sync,
+    push,
+    schedule_id_for,
+)
 from django_qstash_jobs.transports import get_transport
 from django_qstash_jobs.transports.base import OutgoingSchedule, RemoteSchedule
 from django_qstash_jobs.transports.immediate import ImmediateTransport, clear_schedules
-from tests.concurrency import at_once
+from tests.concurrency import InThread, at_once
 from tests.testapp.models import SideEffect
 
 pytestmark = pytest.mark.django_db
@@ -155,6 +163,8 @@ def test_an_unknown_job_type_is_refused() -> None:
 def test_a_bad_cron_expression_is_refused_before_anything_is_saved() -> None:
     with pytest.raises(ScheduleError, match="The hour field '25' is out of range"):
         job_dispatcher.schedule("echo", "0 25 * * *", {"message": "x"}, name="bad")
+    with pytest.raises(ScheduleError, match="Invalid minute field"):
+        job_dispatcher.schedule("echo", "\u0661 * * * *", {"message": "x"}, name="bad")
     assert not JobSchedule.objects.exists()
     assert remote() == {}
 
@@ -189,6 +199,69 @@ def test_pausing_a_schedule_qstash_lost_recreates_it_paused() -> None:
     job_dispatcher.pause_schedule(schedule_id)
     assert remote()[schedule_id].paused is True
     assert remote()[schedule_id].cron == "0 2 * * *"
+
+
+def test_a_push_sends_the_row_as_it_is_now_not_as_the_caller_loaded_it() -> None:
+    schedule_id = job_dispatcher.schedule("echo", "0 2 * * *", {"message": "x"}, name="n")
+    loaded = JobSchedule.objects.get()  # e.g. by the admin's sync action, just before a pause
+    job_dispatcher.pause_schedule(schedule_id)
+    push(loaded)
+    assert remote()[schedule_id].paused is True
+    assert loaded.paused is True
+
+
+def qstash_unreachable(self: ImmediateTransport, schedule_id: str) -> None:
+    raise ScheduleError("QStash could not be reached (test)")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pause_and_a_resume_at_once_leave_qstash_as_the_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A resume arrives while a pause is on its way to QStash. Unserialised, the resume's write
+    # and QStash call both came between the pause's: the row said running, QStash paused.
+    schedule_id = job_dispatcher.schedule("echo", "0 2 * * *", {"message": "x"}, name="n")
+    resumer = InThread(lambda: job_dispatcher.resume_schedule(schedule_id))
+    pause_on_qstash = ImmediateTransport.pause_schedule
+
+    def pause_while_a_resume_arrives(self: ImmediateTransport, schedule_id: str) -> None:
+        resumer.start()
+        resumer.join(timeout=0.5)  # the resume waits for this pause to finish
+        pause_on_qstash(self, schedule_id)
+
+    monkeypatch.setattr(ImmediateTransport, "pause_schedule", pause_while_a_resume_arrives)
+    job_dispatcher.pause_schedule(schedule_id)
+    resumer.join()
+
+    assert JobSchedule.objects.get().paused is False  # the resume came last
+    assert remote()[schedule_id].paused is False
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="SQLite's writes wait for each other anyway"
+)
+def test_a_firing_is_recorded_while_a_pause_waits_for_qstash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    schedule_id = job_dispatcher.schedule("echo", "0 2 * * *", {"message": "x"}, name="n")
+    firing = InThread(
+        lambda: execute(Delivery(job_id=None, message_id="msg_meanwhile", schedule_id=schedule_id))
+    )
+    pause_on_qstash = ImmediateTransport.pause_schedule
+
+    def slow_pause(self: ImmediateTransport, schedule_id: str) -> None:
+        firing.start()
+        firing.join(timeout=5)
+        # The job row references the schedule: a lock that blocks that reference (FOR UPDATE)
+        # would hold the delivery until QStash answered the pause.
+        assert not firing.is_alive()
+        pause_on_qstash(self, schedule_id)
+
+    monkeypatch.setattr(ImmediateTransport, "pause_schedule", slow_pause)
+    job_dispatcher.pause_schedule(schedule_id)
+    firing.join()
+    assert JobExecution.objects.get(message_id="msg_meanwhile").status == JobStatus.COMPLETED
 
 
 def test_unknown_schedules_are_an_error() -> None:
@@ -312,6 +385,75 @@ def test_a_retried_firing_over_http_runs_the_same_row_again(deliver: Callable[..
     # Another firing is another job.
     deliver(body, message_id="msg_fire_2", headers=headers)
     assert JobExecution.objects.count() == 2
+
+
+def test_a_paused_schedule_fired_by_qstash_is_recorded_cancelled_without_running(
+    monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    schedule_id = job_dispatcher.schedule("echo", "0 2 * * *", {"message": "tick"}, name="n")
+    monkeypatch.setattr(ImmediateTransport, "pause_schedule", qstash_unreachable)
+    with pytest.raises(ScheduleError, match="is marked paused, but QStash does not match it yet"):
+        job_dispatcher.pause_schedule(schedule_id)
+    monkeypatch.undo()
+    assert remote()[schedule_id].paused is False  # QStash missed the pause, and fires
+
+    message_id = transport().fire_schedule(schedule_id)
+
+    execution = JobExecution.objects.get()
+    assert (execution.message_id, execution.status) == (message_id, JobStatus.CANCELLED)
+    assert execution.error == PAUSED_FIRING_ERROR
+    assert execution.finished_at is not None
+    assert execution.schedule == JobSchedule.objects.get()
+    assert execution.attempts == 0
+    assert not SideEffect.objects.exists()
+    # Wanted after all: a retry runs it.
+    with django_capture_on_commit_callbacks(execute=True):
+        job_dispatcher.retry(execution.job_id)
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.COMPLETED
+
+
+def test_a_firing_of_a_paused_schedule_is_acknowledged_and_one_recorded_before_runs_on(
+    deliver: Callable[..., Any],
+) -> None:
+    schedule_id = job_dispatcher.schedule("flaky", "0 2 * * *", {"fail_times": 1}, name="f")
+    body = {"schedule_id": schedule_id, "job_type": "flaky"}
+    headers = {"Upstash-Schedule-Id": schedule_id}
+    assert deliver(body, message_id="msg_before", headers=headers).status_code == 500
+    job_dispatcher.pause_schedule(schedule_id)
+
+    # Recorded before the pause: QStash's retry runs it.
+    assert deliver(body, message_id="msg_before", retried=1, headers=headers).status_code == 200
+    before = JobExecution.objects.get(message_id="msg_before")
+    assert (before.status, before.attempts) == (JobStatus.COMPLETED, 2)
+    # Fired after the pause (QStash missed it): acknowledged, not run, and so on redelivery.
+    for retried in (0, 1):
+        response = deliver(body, message_id="msg_after", retried=retried, headers=headers)
+        assert response.status_code == 200
+    after = JobExecution.objects.get(message_id="msg_after")
+    assert (after.status, after.attempts) == (JobStatus.CANCELLED, 0)
+    assert SideEffect.objects.count() == 2  # the two attempts of the first firing
+
+
+def test_qstash_giving_up_on_a_firing_of_a_paused_schedule_records_it_cancelled(
+    deliver: Callable[..., Any],
+) -> None:
+    schedule_id = job_dispatcher.schedule("echo", "0 2 * * *", {"message": "x"}, name="n")
+    JobSchedule.objects.filter(schedule_id=schedule_id).update(paused=True)
+    source = json.dumps({"schedule_id": schedule_id, "job_type": "echo"}).encode()
+    failure_notice = {
+        "status": 504,
+        "retried": 2,
+        "sourceMessageId": "msg_never_arrived",
+        "sourceBody": base64.b64encode(source).decode(),
+        "scheduleId": schedule_id,
+    }
+
+    assert deliver(failure_notice).status_code == 200
+
+    execution = JobExecution.objects.get()
+    assert (execution.message_id, execution.status) == ("msg_never_arrived", JobStatus.CANCELLED)
+    assert execution.error == PAUSED_FIRING_ERROR
 
 
 def test_a_firing_of_a_deleted_schedule_is_rejected(deliver: Callable[..., Any]) -> None:
@@ -527,6 +669,35 @@ def test_a_pause_from_the_admin_survives_sync_unless_the_declaration_says_otherw
     assert not next(iter(remote().values())).paused
 
 
+def test_a_sync_overtaken_by_another_sync_carries_on() -> None:
+    with declaring(NIGHTLY):
+        plan = plan_sync()
+        sync()  # another deploy's sync, between this one's plan and its work
+        for action in plan.actions:
+            apply_action(action)
+
+    row = JobSchedule.objects.get()
+    assert (row.name, row.cron, row.source) == ("nightly-echo", "0 2 * * *", "settings")
+    assert remote()[row.schedule_id].cron == "0 2 * * *"
+
+
+def test_a_pause_made_while_a_sync_runs_is_kept() -> None:
+    with declaring(NIGHTLY):
+        sync()
+    with declaring({**NIGHTLY, "cron": "0 3 * * *"}):
+        plan = plan_sync()
+        job_dispatcher.pause_schedule("nightly-echo")  # by an operator, during the deploy
+        for action in plan.actions:
+            apply_action(action)
+
+    row = JobSchedule.objects.get()
+    assert (row.cron, row.paused) == ("0 3 * * *", True)
+    assert (remote()[row.schedule_id].cron, remote()[row.schedule_id].paused) == (
+        "0 3 * * *",
+        True,
+    )
+
+
 def test_a_declaration_takes_over_a_code_schedule_of_the_same_name() -> None:
     schedule_id = job_dispatcher.schedule(
         "echo", "0 2 * * *", {"message": "x"}, name=NIGHTLY["name"]
@@ -673,6 +844,16 @@ def test_the_admin_lists_schedules_with_a_description_and_the_next_run(
     detail = admin_client.get(f"{CHANGELIST}{nightly.pk}/change/").content.decode()
     assert detail.count("<li>20") >= 5  # the next five runs
     assert "0 jobs" in detail
+
+
+def test_the_admin_lists_a_schedule_whose_cron_is_no_longer_accepted(
+    admin_client: Client, nightly: JobSchedule
+) -> None:
+    # Saved by an older version that let Arabic-Indic digits through.
+    JobSchedule.objects.filter(pk=nightly.pk).update(cron="\u0661 * * * *")
+    response = admin_client.get(CHANGELIST)
+    assert response.status_code == 200
+    assert "Invalid: Invalid minute field" in response.content.decode()
 
 
 def test_schedules_are_read_only_in_the_admin(admin_client: Client, nightly: JobSchedule) -> None:

@@ -132,11 +132,45 @@ def test_cron_with_timezone_and_sunday_as_seven() -> None:
         "* * * * 8",
         "CRON_TZ=Nowhere/City * * * * *",
         "@hourly x",
+        "\u0661 * * * *",  # Arabic-Indic 1
+        "0 0 * * 7/2",  # croniter: every other day; cron: Sunday only
+        "0 0 * * 1,07/3",
     ],
 )
 def test_bad_cron(expression: str) -> None:
     with pytest.raises(ValueError, match="cron"):
         parse_cron(expression)
+
+
+def _next(expression: str, after: datetime) -> datetime:
+    after_ms = int(after.timestamp() * 1000)
+    return datetime.fromtimestamp(
+        parse_cron(expression).next_after_ms(after_ms) / 1000, tz=timezone.utc
+    )
+
+
+def test_cron_reads_an_equal_range_as_its_one_number() -> None:
+    # croniter alone reads '5-5' and '5-5/10' as the whole field: every minute.
+    new_year = datetime(2026, 1, 1, tzinfo=timezone.utc)  # a Thursday
+    assert _next("5-5 * * * *", new_year) == datetime(2026, 1, 1, 0, 5, tzinfo=timezone.utc)
+    assert _next("5-5/10 * * * *", new_year) == datetime(2026, 1, 1, 0, 5, tzinfo=timezone.utc)
+    assert _next("0,5-5 1 * * *", new_year) == datetime(2026, 1, 1, 1, 0, tzinfo=timezone.utc)
+    assert _next("0 9 * * 1-1", new_year) == datetime(2026, 1, 5, 9, tzinfo=timezone.utc)  # Monday
+    assert _next("0 9 * * 7-7/2", new_year) == datetime(
+        2026, 1, 4, 9, tzinfo=timezone.utc
+    )  # Sunday
+    assert _next("0 0 1 6-6 *", new_year) == datetime(2026, 6, 1, tzinfo=timezone.utc)
+
+
+def test_cron_fires_twice_in_the_hour_a_dst_fall_back_repeats() -> None:
+    # As croniter does for the app's next_runs (decisions.rst).
+    cron = "CRON_TZ=Europe/Paris 30 2 * * *"
+    first = _next(cron, datetime(2026, 10, 24, 12, tzinfo=timezone.utc))
+    second = _next(cron, first)
+    assert (first, second) == (
+        datetime(2026, 10, 25, 0, 30, tzinfo=timezone.utc),
+        datetime(2026, 10, 25, 1, 30, tzinfo=timezone.utc),
+    )
 
 
 def test_cron_error_names_the_field() -> None:

@@ -177,6 +177,19 @@ def test_a_firing_qstash_retries_stays_one_job(qstash: QStash) -> None:
     assert SideEffect.objects.filter(job_id=execution.job_id).count() == 2
 
 
+def test_a_firing_of_a_schedule_paused_while_qstash_was_unreachable_is_not_run(
+    qstash: QStash,
+) -> None:
+    schedule_id = job_dispatcher.schedule("echo", "0 2 * * *", {"message": "x"}, name="nightly")
+    JobSchedule.objects.filter(schedule_id=schedule_id).update(paused=True)  # only the row knows
+    message_id = trigger(qstash, schedule_id)
+
+    wait_until(lambda: JobExecution.objects.filter(message_id=message_id).exists(), what="a row")
+    execution = wait_for(JobExecution.objects.get(message_id=message_id).job_id, "cancelled")
+    assert execution.attempts == 0
+    assert not SideEffect.objects.exists()
+
+
 def test_run_now_from_a_schedule_goes_through_qstash(qstash: QStash) -> None:
     from django_qstash_jobs.schedules import run_schedule_now
 
