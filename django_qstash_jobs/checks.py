@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
+import math
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 from django.urls import NoReverseMatch, reverse
 
-from django_qstash_jobs.conf import DEFAULTS, get_config
-from django_qstash_jobs.options import is_absolute_http_url
-from django_qstash_jobs.transports import TRANSPORTS
+from django_qstash_jobs.conf import DEFAULTS, JobsConfig, get_config
+from django_qstash_jobs.options import MAX_RETRIES, is_absolute_http_url, url_problem
+from django_qstash_jobs.transports import TRANSPORTS, import_transport_class
 
 _DOCS_HINT = "Set it in settings.QSTASH_JOBS or in the {env} environment variable."
 
@@ -48,16 +52,20 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="django_qstash_jobs.E003",
             )
         )
-    messages.extend(_check_receiver_url(config.receiver_url, required=uses_qstash))
-    if config.transport not in TRANSPORTS and "." not in config.transport:
+    if not is_absolute_http_url(config.url):
         messages.append(
             Error(
-                f"Unknown transport {config.transport!r}.",
-                hint=f"QSTASH_JOBS['TRANSPORT'] must be one of {', '.join(TRANSPORTS)} "
-                "or the dotted path of a transport class.",
-                id="django_qstash_jobs.E006",
+                f"QSTASH_JOBS['URL'] is {config.url!r}, not an absolute http(s) URL: QStash "
+                "cannot be reached.",
+                hint="Write it with its scheme: https://qstash.upstash.io, or "
+                "http://127.0.0.1:8080 for the local server.",
+                id="django_qstash_jobs.E011",
             )
         )
+    messages.extend(_check_receiver_url(config.receiver_url, required=uses_qstash))
+    if uses_qstash:
+        messages.extend(_check_deliverable(config))
+    messages.extend(_check_transport(config.transport))
     for key in config.unknown_keys:
         messages.append(
             Error(
@@ -79,15 +87,78 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="django_qstash_jobs.E008",
                 )
             )
-    if not isinstance(config.csv_escape_formulas, bool):
+    retries = config.default_retries
+    if isinstance(retries, int) and not isinstance(retries, bool) and retries > MAX_RETRIES:
         messages.append(
             Error(
-                "QSTASH_JOBS['CSV_ESCAPE_FORMULAS'] must be True or False, not "
-                f"{config.csv_escape_formulas!r}.",
-                id="django_qstash_jobs.E009",
+                f"QSTASH_JOBS['DEFAULT_RETRIES'] is {retries}: QStash refuses more than "
+                f"{MAX_RETRIES} retries, so every publish would fail.",
+                id="django_qstash_jobs.E013",
+            )
+        )
+    timeout = config.publish_timeout
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        # 0 makes every publish time out at once; infinity cannot be a timedelta.
+        messages.append(
+            Error(
+                "QSTASH_JOBS['PUBLISH_TIMEOUT'] must be a number of seconds greater than 0, "
+                f"not {timeout!r}.",
+                id="django_qstash_jobs.E012",
+            )
+        )
+    # Read as truth values, any string (even "False") would mean True.
+    switches = {"CSV_ESCAPE_FORMULAS": "E010", "ENQUEUE_ON_COMMIT": "E017"}
+    for key, check_id in switches.items():
+        value = getattr(config, key.lower())
+        if not isinstance(value, bool):
+            messages.append(
+                Error(
+                    f"QSTASH_JOBS[{key!r}] must be True or False, not {value!r}.",
+                    id=f"django_qstash_jobs.{check_id}",
+                )
+            )
+    if not isinstance(config.webhook_secrets, Mapping):
+        messages.append(
+            Error(
+                "QSTASH_JOBS['WEBHOOK_SECRETS'] must be a dict of sources to secrets, not "
+                f"{type(config.webhook_secrets).__name__}.",
+                hint='For example {"stripe": "whsec_...", "github": ["new", "old"]}.',
+                id="django_qstash_jobs.E016",
             )
         )
     return messages
+
+
+def _check_transport(transport: Any) -> list[CheckMessage]:
+    if not isinstance(transport, str):
+        return [
+            Error(
+                f"QSTASH_JOBS['TRANSPORT'] must be a string, not {type(transport).__name__}.",
+                hint=f"One of {', '.join(TRANSPORTS)} or the dotted path of a transport class.",
+                id="django_qstash_jobs.E015",
+            )
+        ]
+    if transport in TRANSPORTS:
+        return []
+    if "." not in transport:
+        return [
+            Error(
+                f"Unknown transport {transport!r}.",
+                hint=f"QSTASH_JOBS['TRANSPORT'] must be one of {', '.join(TRANSPORTS)} "
+                "or the dotted path of a transport class.",
+                id="django_qstash_jobs.E006",
+            )
+        ]
+    try:
+        import_transport_class(transport)
+    except ImproperlyConfigured as exc:
+        return [Error(str(exc), id="django_qstash_jobs.E014")]
+    return []
 
 
 def _check_receiver_url(url: str | None, *, required: bool) -> list[CheckMessage]:
@@ -111,6 +182,16 @@ def _check_receiver_url(url: str | None, *, required: bool) -> list[CheckMessage
                 id="django_qstash_jobs.E005",
             )
         ]
+    problem = url_problem(url)
+    if problem:
+        # QStash is given the URL in a header, where such characters cannot travel.
+        return [
+            Error(
+                f"The receiver URL {url!r} {problem}",
+                hint="QStash receives it as an HTTP header value.",
+                id="django_qstash_jobs.E018",
+            )
+        ]
     try:
         path = reverse("django_qstash_jobs:receive")
     except NoReverseMatch:
@@ -131,6 +212,41 @@ def _check_receiver_url(url: str | None, *, required: bool) -> list[CheckMessage
             )
         ]
     return []
+
+
+def _check_deliverable(config: JobsConfig) -> list[CheckMessage]:
+    """Upstash's QStash, on the internet, cannot deliver to this machine's loopback."""
+    receiver_url = config.receiver_url
+    if not (
+        isinstance(receiver_url, str)
+        and is_absolute_http_url(receiver_url)
+        and is_absolute_http_url(config.url)
+    ):
+        return []  # missing or malformed: reported by the other checks
+    qstash_host = urlsplit(config.url).hostname or ""
+    if qstash_host != "upstash.io" and not qstash_host.endswith(".upstash.io"):
+        return []
+    if not _is_loopback(urlsplit(receiver_url).hostname or ""):
+        return []
+    return [
+        Warning(
+            f"The receiver URL {config.receiver_url!r} is on this machine, but jobs are "
+            f"published to Upstash ({config.url}), which cannot deliver there: every job "
+            "would stay queued.",
+            hint="Set RECEIVER_URL to a public URL (a tunnel, in development), or point "
+            "QSTASH_JOBS['URL'] at the local server, http://127.0.0.1:8080.",
+            id="django_qstash_jobs.W003",
+        )
+    ]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @register(Tags.compatibility)

@@ -7,6 +7,7 @@ cleared on ``setting_changed``, so ``override_settings(QSTASH_JOBS=...)`` works 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -90,8 +91,14 @@ def _resolve(user: dict[str, Any]) -> JobsConfig:
         from_env = os.environ.get(env_name)
         if from_env:
             values[key] = from_env
-    values.update(user)
+    # None means "not set", so that {"URL": os.environ.get("QSTASH_URL")} leaves the environment
+    # variable or the default in place instead of publishing to "None".
+    values.update((key, value) for key, value in user.items() if value is not None)
     unknown = tuple(sorted(key for key in user if key not in DEFAULTS))
+    # Values of the wrong type are kept as given, never coerced or crashed on here: the system
+    # checks name them (a bool("False") would quietly be True).
+    schedules = values["SCHEDULES"]
+    webhook_secrets = values["WEBHOOK_SECRETS"]
     return JobsConfig(
         token=values["TOKEN"],
         url=str(values["URL"]).rstrip("/"),
@@ -100,16 +107,18 @@ def _resolve(user: dict[str, Any]) -> JobsConfig:
         receiver_url=values["RECEIVER_URL"],
         transport=values["TRANSPORT"],
         default_retries=values["DEFAULT_RETRIES"],
-        enqueue_on_commit=bool(values["ENQUEUE_ON_COMMIT"]),
+        enqueue_on_commit=values["ENQUEUE_ON_COMMIT"],
         clock_tolerance=values["CLOCK_TOLERANCE"],
         lease_seconds=values["LEASE_SECONDS"],
         republish_grace_seconds=values["REPUBLISH_GRACE_SECONDS"],
         publish_timeout=values["PUBLISH_TIMEOUT"],
-        schedules=list(values["SCHEDULES"]),
+        schedules=list(schedules) if isinstance(schedules, (list, tuple)) else schedules,
         retention_days=values["RETENTION_DAYS"],
         storage=values["STORAGE"],
         csv_escape_formulas=values["CSV_ESCAPE_FORMULAS"],
-        webhook_secrets=dict(values["WEBHOOK_SECRETS"]),
+        webhook_secrets=(
+            dict(webhook_secrets) if isinstance(webhook_secrets, Mapping) else webhook_secrets
+        ),
         unknown_keys=unknown,
     )
 

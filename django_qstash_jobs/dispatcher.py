@@ -49,16 +49,7 @@ class JobDispatcher:
         With an ``idempotency_key`` that was used before, the first job's id is returned and
         nothing is published.
         """
-        execution = self._prepare(job_type, payload, metadata, options)
-        if execution.idempotency_key is None:
-            statements.insert(execution)
-        else:
-            existing = self._insert_once(execution, execution.idempotency_key)
-            if existing is not None:
-                return existing
-        signals.send_lifecycle(signals.job_enqueued, execution)
-        outbox.publish_on_commit([execution])
-        return execution.job_id
+        return self._record(self._prepare(job_type, payload, metadata, options))
 
     def enqueue_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
         """Enqueue many jobs with one INSERT and one batch publish; return their ids in order.
@@ -246,6 +237,21 @@ class JobDispatcher:
         publish_options = replace(publish_options, deduplication_id=key or execution.job_id)
         execution.options = publish_options.as_json()
         return execution
+
+    def _record(self, execution: JobExecution, *, after_commit: bool | None = None) -> str:
+        """Insert a prepared row and publish it (see :func:`outbox.publish_on_commit`).
+
+        Returns its job id, or the existing job's for an idempotency key used before.
+        """
+        if execution.idempotency_key is None:
+            statements.insert(execution)
+        else:
+            existing = self._insert_once(execution, execution.idempotency_key)
+            if existing is not None:
+                return existing
+        signals.send_lifecycle(signals.job_enqueued, execution)
+        outbox.publish_on_commit([execution], after_commit=after_commit)
+        return execution.job_id
 
     @staticmethod
     def _insert_once(execution: JobExecution, key: str) -> str | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -38,7 +40,8 @@ class EnqueueOptions(TypedDict, total=False):
 METADATA_KEYS = frozenset(JobMetadata.__annotations__)
 OPTION_KEYS = frozenset(EnqueueOptions.__annotations__)
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_MAX_RETRIES = 100
+#: The most retries QStash accepts for one message.
+MAX_RETRIES = 100
 
 
 @dataclass(frozen=True)
@@ -102,18 +105,33 @@ def parse_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     check_keys(metadata, METADATA_KEYS, "metadata")
     parsed = {key: value for key, value in (metadata or {}).items() if value is not None}
     for key in ("user_id", "organization_id"):
-        if key in parsed and not isinstance(parsed[key], (int, str)):
-            raise TypeError(f"metadata[{key!r}] must be an int or a str.")
-        if key in parsed and len(str(parsed[key])) > 64:
+        if key not in parsed:
+            continue
+        # A primary key: an integer, a string or a UUID. A bool is an int to Python only.
+        if isinstance(parsed[key], bool) or not isinstance(parsed[key], (int, str, uuid.UUID)):
+            raise TypeError(f"metadata[{key!r}] must be an int, a str or a UUID.")
+        if isinstance(parsed[key], uuid.UUID):
+            parsed[key] = str(parsed[key])
+        if len(str(parsed[key])) > 64:
             raise ValueError(f"metadata[{key!r}] is longer than 64 characters.")
     idempotency_key = parsed.get("idempotency_key")
-    if idempotency_key is not None and (
-        not isinstance(idempotency_key, str) or not idempotency_key or len(idempotency_key) > 255
-    ):
+    if idempotency_key is not None:
+        _check_idempotency_key(idempotency_key)
+    return parsed
+
+
+def _check_idempotency_key(key: Any) -> None:
+    if not isinstance(key, str) or not key or len(key) > 255:
         raise ValueError(
             "metadata['idempotency_key'] must be a non-empty str of 255 characters at most."
         )
-    return parsed
+    # It is QStash's deduplication id, sent as a header: HTTP would refuse it at publish.
+    if not _is_header_text(key) or key != key.strip():
+        raise ValueError(
+            "metadata['idempotency_key'] may hold printable ASCII characters only, without "
+            f"leading or trailing spaces (it is QStash's deduplication id): {key!r}. Hash or "
+            "percent-encode a key built from other text."
+        )
 
 
 def owner_columns(parsed_metadata: Mapping[str, Any]) -> dict[str, str | None]:
@@ -130,11 +148,9 @@ def parse_options(options: Mapping[str, Any] | None) -> PublishOptions:
     options = options or {}
     retries = options.get("retries")
     if retries is not None and (
-        isinstance(retries, bool)
-        or not isinstance(retries, int)
-        or not 0 <= retries <= _MAX_RETRIES
+        isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES
     ):
-        raise ValueError(f"options['retries'] must be an integer from 0 to {_MAX_RETRIES}.")
+        raise ValueError(f"options['retries'] must be an integer from 0 to {MAX_RETRIES}.")
     return PublishOptions(
         delay_seconds=_delay_seconds(options.get("delay")),
         retries=retries,
@@ -153,8 +169,8 @@ def _delay_seconds(delay: Any) -> int:
         milliseconds = float(delay)
     else:
         raise TypeError("options['delay'] must be milliseconds (an int) or a datetime.timedelta.")
-    if milliseconds < 0:
-        raise ValueError("options['delay'] cannot be negative.")
+    if not math.isfinite(milliseconds) or milliseconds < 0:
+        raise ValueError("options['delay'] must be a finite number of milliseconds, not negative.")
     # QStash delays have a resolution of one second; never deliver earlier than asked.
     return int(-(-milliseconds // 1000))
 
@@ -167,20 +183,32 @@ def is_absolute_http_url(value: Any) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
-def _url(value: Any, name: str) -> str | None:
-    if value is None:
-        return None
+def url_problem(value: Any) -> str | None:
+    """What makes ``value`` unfit as a URL QStash is given (in a header), or ``None``.
+
+    The answer completes a sentence whose subject is the URL's name: "... must be an absolute
+    http:// or https:// URL."
+    """
     if not is_absolute_http_url(value):
-        raise ValueError(f"options[{name!r}] must be an absolute http:// or https:// URL.")
+        return "must be an absolute http:// or https:// URL."
     if not _is_header_text(value) or " " in value:
-        raise ValueError(
-            f"options[{name!r}] may hold printable ASCII characters only, without spaces: "
+        return (
+            "may hold printable ASCII characters only, without spaces: "
             "percent-encode the others (a space is %20)."
         )
     try:
         urlsplit(value).port  # noqa: B018 - raises for a port that is not a number
     except ValueError as exc:
-        raise ValueError(f"options[{name!r}] has an invalid port: {exc}.") from None
+        return f"has an invalid port: {exc}."
+    return None
+
+
+def _url(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    problem = url_problem(value)
+    if problem:
+        raise ValueError(f"options[{name!r}] {problem}")
     return str(value)
 
 
@@ -195,19 +223,65 @@ def _headers(headers: Any) -> dict[str, str]:
     if not isinstance(headers, Mapping):
         raise TypeError("options['headers'] must be a dict of header names to values.")
     checked: dict[str, str] = {}
+    seen: dict[str, str] = {}
     for name, value in headers.items():
-        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
-            raise ValueError(f"options['headers'] has an invalid header name {name!r}.")
-        if name.lower().startswith("upstash-"):
+        _check_header_name(name)
+        if name.lower() in seen:
+            # QStash (and HTTP) would merge them into one header, "a, b".
             raise ValueError(
-                f"options['headers'] cannot set {name!r}: Upstash-* headers configure QStash; "
-                "use the enqueue options instead."
+                f"options['headers'] names one header twice: {seen[name.lower()]!r} and {name!r}."
             )
+        seen[name.lower()] = name
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise TypeError(f"options['headers'][{name!r}] must be a str, not {value!r}.")
         text = str(value)
-        if not _is_header_text(text):
+        if not _is_header_text(text) or text != text.strip():
             raise ValueError(
-                f"options['headers'][{name!r}] may hold printable ASCII characters only "
-                "(no line breaks, no accents): encode the value first, as RFC 8187 or base64."
+                f"options['headers'][{name!r}] may hold printable ASCII characters only, without "
+                "leading or trailing spaces (no line breaks, no accents): encode the value "
+                "first, as RFC 8187 or base64."
             )
         checked[name] = text
     return checked
+
+
+#: Headers that frame or route the request itself: forwarded, they would change how the
+#: delivery is read (a Content-Length cuts its body short, so its signature fails) or be dropped.
+_FRAMING_HEADERS = frozenset(
+    {
+        "connection",
+        "content-length",
+        "content-type",
+        "expect",
+        "host",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+def _check_header_name(name: Any) -> None:
+    if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+        raise ValueError(f"options['headers'] has an invalid header name {name!r}.")
+    lowered = name.lower()
+    if lowered.startswith("upstash-"):
+        raise ValueError(
+            f"options['headers'] cannot set {name!r}: Upstash-* headers configure QStash; "
+            "use the enqueue options instead."
+        )
+    if lowered in _FRAMING_HEADERS:
+        raise ValueError(
+            f"options['headers'] cannot set {name!r}: it frames the delivery itself (the "
+            "receiver's request is JSON, signed as QStash sends it)."
+        )
+    if "_" in name:
+        # Django's WSGI and ASGI handlers, gunicorn and runserver drop such headers: it would
+        # never reach the handler.
+        raise ValueError(
+            f"options['headers'] cannot use {name!r}: web servers drop header names with an "
+            "underscore; use a hyphen."
+        )

@@ -87,15 +87,20 @@ def publish(executions: Sequence[JobExecution]) -> None:
         )
 
 
-def publish_on_commit(executions: Sequence[JobExecution]) -> None:
+def publish_on_commit(
+    executions: Sequence[JobExecution], *, after_commit: bool | None = None
+) -> None:
     """Publish once the current transaction commits, or now outside a transaction.
 
     After a commit there is no caller left to raise to: a failure is logged and the rows wait
-    for ``republish_jobs``. A rolled-back transaction publishes nothing.
+    for ``republish_jobs``. A rolled-back transaction publishes nothing. ``after_commit``
+    overrides ``ENQUEUE_ON_COMMIT`` (``enqueue_on`` always waits for the commit).
     """
     using = router.db_for_write(JobExecution)
     connection = transaction.get_connection(using)
-    if not (get_config().enqueue_on_commit and connection.in_atomic_block):
+    if after_commit is None:
+        after_commit = get_config().enqueue_on_commit
+    if not (after_commit and connection.in_atomic_block):
         publish(executions)
         return
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from django_qstash_jobs import storable
 from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.exceptions import JobValidationError, UnknownJobTypeError
+from django_qstash_jobs.options import MAX_RETRIES
 
 if TYPE_CHECKING:
     from django_qstash_jobs.context import JobContext
@@ -194,8 +195,12 @@ def register_job(
         raise ValueError("register_job needs a non-empty job type name.")
     if schema is not None and not (isinstance(schema, type) and issubclass(schema, BaseModel)):
         raise TypeError(f"schema for job type {name!r} must be a pydantic BaseModel subclass.")
-    if retries is not None and (not isinstance(retries, int) or retries < 0):
-        raise ValueError(f"retries for job type {name!r} must be a non-negative integer.")
+    # QStash refuses more retries than MAX_RETRIES: every publish of the type would fail.
+    if retries is not None and (not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES):
+        raise ValueError(
+            f"retries for job type {name!r} must be an integer from 0 to {MAX_RETRIES}, "
+            f"not {retries!r}."
+        )
 
     def decorator(handler: H) -> H:
         if inspect.iscoroutinefunction(handler):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from django.db import transaction
+from django.db import router, transaction
+from django.db.models.signals import pre_save
 from django.dispatch import Signal
 
 if TYPE_CHECKING:
@@ -88,33 +90,55 @@ def enqueue_on(
                    when=lambda created, **kw: created)
 
     The payload is built and validated when the signal fires, so a bad payload raises in the code
-    that saved the model; the job is published once the transaction commits.
+    that saved the model; the job is published once the transaction commits (the model's, when
+    it was saved on another database than the jobs). A raw save (``loaddata``) enqueues nothing;
+    ``pre_save``, sent before the row exists, is refused.
     Returns the receiver, connected with a strong reference; its ``dispatch_uid`` attribute
     disconnects it: ``signal.disconnect(sender=sender, dispatch_uid=receiver.dispatch_uid)``.
     """
 
+    if signal is pre_save:
+        raise TypeError(
+            "enqueue_on(pre_save, ...) would record the job before the row is saved, and even "
+            "if saving it fails; connect it to post_save."
+        )
+
     def build(value: Builder | Mapping[str, Any] | None, kwargs: dict[str, Any]) -> Any:
         return value(**kwargs) if callable(value) else value
 
-    def receiver(sender: Any, **kwargs: Any) -> None:
+    def receiver_in_transaction(sender: Any, **kwargs: Any) -> None:
+        if kwargs.get("raw"):
+            # loaddata saves fixtures as they are: no welcome email to every user of a fixture.
+            return
         if when is not None and not when(sender=sender, **kwargs):
             return
         from django_qstash_jobs.dispatcher import job_dispatcher
+        from django_qstash_jobs.models import JobExecution
 
         arguments = {"sender": sender, **kwargs}
-        job_dispatcher.enqueue(
+        # Built and checked now: a bad payload raises in the code that saved the model.
+        execution = job_dispatcher._prepare(
             job_type,
             build(payload, arguments),
             build(metadata, arguments),
             build(options, arguments),
         )
+        jobs_database = router.db_for_write(JobExecution)
 
-    # Inside atomic() the publish waits for the commit, as the docstring promises, even when the
-    # model was saved in autocommit mode; and a failed publish is then logged and left to
-    # republish_jobs instead of raising out of the caller's save(), which has already happened.
-    def receiver_in_transaction(sender: Any, **kwargs: Any) -> None:
-        with transaction.atomic():
-            receiver(sender, **kwargs)
+        # In a transaction, so that the publish waits for the commit even when the model was
+        # saved in autocommit mode, and whatever ENQUEUE_ON_COMMIT says; a failed publish is
+        # then logged and left to republish_jobs instead of raising out of the caller's save().
+        def record() -> None:
+            with transaction.atomic(using=jobs_database):
+                job_dispatcher._record(execution, after_commit=True)
+
+        saved_on = kwargs.get("using") or jobs_database
+        if saved_on != jobs_database and transaction.get_connection(saved_on).in_atomic_block:
+            # The model's transaction is on another database than the jobs: the job is
+            # recorded once that one commits (never, if it rolls back).
+            transaction.on_commit(record, using=saved_on, robust=True)
+        else:
+            record()
 
     builders = (payload, metadata, options, when)
     uid = (
@@ -138,6 +162,9 @@ def _identity(builder: Any) -> str:
     code = getattr(builder, "__code__", None)
     if code is None:
         return repr(builder)
+    # A bound method shares its code with those of the other instances: its instance tells
+    # them apart (an id, like the rest of the uid, only has to hold within the process).
+    bound_to = f":{id(builder.__self__)}" if inspect.ismethod(builder) else ""
     # A closure made by a factory shares its code with its siblings: its captured values tell
     # make_payload("welcome") from make_payload("goodbye").
     captured = []
@@ -146,4 +173,4 @@ def _identity(builder: Any) -> str:
             captured.append(repr(cell.cell_contents))
         except ValueError:  # a cell not filled yet
             captured.append("<empty>")
-    return f"{code.co_filename}:{code.co_firstlineno}:{builder.__qualname__}:{captured}"
+    return f"{code.co_filename}:{code.co_firstlineno}:{builder.__qualname__}{bound_to}:{captured}"

@@ -75,6 +75,10 @@ else:
         }
     }
 
+# A second database, for what a project whose models live elsewhere than the jobs sees (only
+# the tests that ask for it create it).
+DATABASES["other"] = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+
 # The suite's default: run jobs in-process. End-to-end tests switch to the qstash transport
 # against the local QStash-compatible server.
 QSTASH_JOBS = {

@@ -7,13 +7,16 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.test import override_settings
 
-from django_qstash_jobs import JOB_TYPES
-from django_qstash_jobs.checks import check_settings
-from django_qstash_jobs.conf import get_config
+from django_qstash_jobs import JOB_TYPES, register_job
+from django_qstash_jobs.checks import check_schedules, check_settings
+from django_qstash_jobs.conf import DEFAULTS, get_config
+from django_qstash_jobs.options import MAX_RETRIES
 from django_qstash_jobs.registry import registry
+from django_qstash_jobs.transports import get_transport
 
 DEV = {
     "TOKEN": "token",
@@ -102,6 +105,123 @@ def test_credentials_fall_back_to_the_environment(monkeypatch: pytest.MonkeyPatc
         assert config.signing_keys == ["sig_env_current", "sig_env_next"]
 
 
+def test_none_means_unset_so_the_environment_or_the_default_applies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # {"URL": os.environ.get("QSTASH_URL")} gives None when the variable is unset.
+    with override_settings(QSTASH_JOBS={}):
+        defaults = get_config()
+    with override_settings(QSTASH_JOBS=dict.fromkeys(DEFAULTS)):
+        assert get_config() == defaults
+        assert get_config().url == "https://qstash.upstash.io"  # not "None"
+    monkeypatch.setenv("QSTASH_TOKEN", "env-token")
+    monkeypatch.setenv("QSTASH_URL", "http://127.0.0.1:8080/")
+    with override_settings(QSTASH_JOBS={**DEV, "TOKEN": None, "URL": None}):
+        assert get_config().token == "env-token"
+        assert get_config().url == "http://127.0.0.1:8080"
+        assert check_ids(**{**DEV, "TOKEN": None, "URL": None}) == set()
+
+
+def test_a_qstash_url_without_a_scheme_is_an_error() -> None:
+    assert check_ids(**DEV, URL="qstash.upstash.io") == {"django_qstash_jobs.E011"}
+    assert check_ids(**DEV, URL="ftp://qstash.upstash.io") == {"django_qstash_jobs.E011"}
+    assert check_ids(**DEV, URL="http://127.0.0.1:8080") == set()
+
+
+@pytest.mark.parametrize("timeout", [0, -1, True, "10", float("nan"), float("inf")])
+def test_a_publish_timeout_must_be_a_positive_number(timeout: Any) -> None:
+    assert check_ids(**DEV, PUBLISH_TIMEOUT=timeout) == {"django_qstash_jobs.E012"}
+
+
+def test_a_fractional_publish_timeout_is_fine() -> None:
+    assert check_ids(**DEV, PUBLISH_TIMEOUT=0.5) == set()
+
+
+def test_retries_are_capped_where_qstash_caps_them() -> None:
+    assert check_ids(**DEV, DEFAULT_RETRIES=MAX_RETRIES) == set()
+    assert check_ids(**DEV, DEFAULT_RETRIES=MAX_RETRIES + 1) == {"django_qstash_jobs.E013"}
+    # register_job checks its arguments before it is given the handler.
+    with pytest.raises(ValueError, match=rf"from 0 to {MAX_RETRIES}, not {MAX_RETRIES + 1}"):
+        register_job("too_many_retries", retries=MAX_RETRIES + 1)
+    assert "too_many_retries" not in registry
+
+
+@pytest.mark.parametrize("path", ["tests.no_such_module.Transport", ".Transport"])
+def test_a_transport_path_that_cannot_be_imported_is_an_error(path: str) -> None:
+    with override_settings(QSTASH_JOBS={**DEV, "TRANSPORT": path}):
+        [error] = check_settings()
+        with pytest.raises(ImproperlyConfigured) as raised:
+            get_transport()
+    assert error.id == "django_qstash_jobs.E014"
+    assert error.msg == str(raised.value)  # what the first job would have said
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "check_id"),
+    [
+        ("TRANSPORT", 5, "django_qstash_jobs.E015"),
+        ("TRANSPORT", ["qstash"], "django_qstash_jobs.E015"),
+        ("WEBHOOK_SECRETS", "whsec_x", "django_qstash_jobs.E016"),
+        ("WEBHOOK_SECRETS", ["ab"], "django_qstash_jobs.E016"),  # dict() would read {"a": "b"}
+        ("ENQUEUE_ON_COMMIT", "False", "django_qstash_jobs.E017"),
+        ("ENQUEUE_ON_COMMIT", 0, "django_qstash_jobs.E017"),
+        ("CSV_ESCAPE_FORMULAS", "no", "django_qstash_jobs.E010"),
+    ],
+)
+def test_a_setting_of_the_wrong_type_is_an_error_not_a_crash(
+    key: str, value: Any, check_id: str
+) -> None:
+    with override_settings(QSTASH_JOBS={**DEV, "TRANSPORT": "immediate", key: value}):
+        errors = check_settings()
+    assert [error.id for error in errors] == [check_id]
+    assert repr(value) in errors[0].msg or type(value).__name__ in errors[0].msg
+
+
+def test_schedules_that_are_not_a_list_are_an_error_not_a_crash() -> None:
+    with override_settings(QSTASH_JOBS={**DEV, "SCHEDULES": 5}):
+        [error] = check_schedules()
+    assert error.id == "django_qstash_jobs.E009"
+    assert "must be a list of dicts, not int" in error.msg
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/jobs/récepteur/",
+        "https://example.com/jobs/receive/ ",
+        "https://example.com/jobs/receive/\t",
+        "https://example.com:port/jobs/receive/",
+    ],
+)
+def test_a_receiver_url_that_cannot_go_in_a_header_is_an_error(url: str) -> None:
+    assert check_ids(**{**DEV, "RECEIVER_URL": url}) == {"django_qstash_jobs.E018"}
+
+
+@pytest.mark.parametrize(
+    ("qstash_url", "receiver_host"),
+    [
+        ("https://qstash.upstash.io", "localhost:8000"),
+        ("https://qstash.upstash.io/", "127.0.0.1:8000"),
+        ("https://qstash-eu-central-1.upstash.io", "[::1]"),
+        ("https://qstash.upstash.io", "app.localhost"),
+    ],
+)
+def test_upstash_delivering_to_this_machine_is_a_warning(
+    qstash_url: str, receiver_host: str
+) -> None:
+    receiver = f"http://{receiver_host}/jobs/receive/"
+    assert check_ids(**{**DEV, "URL": qstash_url, "RECEIVER_URL": receiver}) == {
+        "django_qstash_jobs.W003"
+    }
+
+
+def test_a_local_receiver_is_fine_with_the_local_server_or_in_process() -> None:
+    receiver = {**DEV, "RECEIVER_URL": "http://127.0.0.1:8000/jobs/receive/"}
+    assert check_ids(**receiver, URL="http://127.0.0.1:8080") == set()
+    assert check_ids(**receiver, TRANSPORT="immediate") == set()
+    assert check_ids(**DEV, URL="https://notupstash.io") == set()
+
+
 def test_override_settings_is_followed() -> None:
     with override_settings(QSTASH_JOBS={"DEFAULT_RETRIES": 7}):
         assert get_config().default_retries == 7
@@ -116,7 +236,7 @@ def test_the_checks_run_with_manage_py_check() -> None:
     from django.core.management.base import SystemCheckError
 
     with override_settings(QSTASH_JOBS={}), pytest.raises(SystemCheckError, match="E001"):
-        call_command("check")
+        call_command("check", databases=["default"])
 
 
 def test_list_job_types_shows_each_type_with_its_handler_schema_and_retries() -> None:

@@ -93,7 +93,9 @@ def test_unknown_metadata_or_option_key_is_a_type_error_naming_it(
 @pytest.mark.parametrize(
     ("options", "error"),
     [
-        ({"delay": -1}, "cannot be negative"),
+        ({"delay": -1}, "not negative"),
+        ({"delay": float("inf")}, "finite"),
+        ({"delay": float("nan")}, "finite"),
         ({"delay": "soon"}, "milliseconds"),
         ({"retries": -1}, "retries"),
         ({"retries": True}, "retries"),
@@ -107,11 +109,41 @@ def test_unknown_metadata_or_option_key_is_a_type_error_naming_it(
         ({"callback": "https://x.test/naïve"}, "percent-encode"),
         ({"failure_callback": "https://x.test:port/failed"}, "invalid port"),
         ({"headers": {"Upstash-Retries": "9"}}, "configure QStash"),
+        # Each of these was accepted, then changed or broke the delivery.
+        ({"headers": {"X-A": "1", "x-a": "2"}}, "names one header twice"),
+        ({"headers": {"Content-Length": "2"}}, "frames the delivery"),
+        ({"headers": {"content-type": "text/plain"}}, "frames the delivery"),
+        ({"headers": {"X_Tenant": "a"}}, "underscore"),
+        ({"headers": {"X-A": None}}, "must be a str"),
+        ({"headers": {"X-A": True}}, "must be a str"),
+        ({"headers": {"X-A": " padded "}}, "leading or trailing spaces"),
     ],
 )
 def test_bad_option_values_say_what_to_fix(options: dict[str, object], error: str) -> None:
     with pytest.raises((TypeError, ValueError), match=error):
         job_dispatcher.enqueue("echo", {"message": "x"}, None, options)
+
+
+@pytest.mark.parametrize(
+    "key", ["line\nbreak", " padded ", "commande-n°42", "tab\tinside"], ids=repr
+)
+def test_an_idempotency_key_no_header_can_carry_is_refused(key: str) -> None:
+    # It is QStash's deduplication id: such a key failed only at publish, the row left pending.
+    with pytest.raises(ValueError, match="printable ASCII"):
+        job_dispatcher.enqueue("echo", {"message": "x"}, {"idempotency_key": key})
+    assert not JobExecution.objects.exists()
+
+
+def test_a_uuid_user_id_is_stored_as_text_and_a_bool_is_refused() -> None:
+    import uuid
+
+    user = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    job_id = job_dispatcher.enqueue("echo", {"message": "x"}, {"user_id": user})
+    execution = JobExecution.objects.get(job_id=job_id)
+    assert execution.user_id == str(user)
+    assert execution.metadata["user_id"] == str(user)
+    with pytest.raises(TypeError, match="int, a str or a UUID"):
+        job_dispatcher.enqueue("echo", {"message": "x"}, {"organization_id": True})
 
 
 def test_a_callback_to_the_receiver_itself_is_refused() -> None:
@@ -133,7 +165,7 @@ def test_options_are_normalised_and_stored() -> None:
             "retries": 5,
             "callback": "https://example.com/callback",
             "failure_callback": "https://example.com/failed",
-            "headers": {"X-Custom": "value"},
+            "headers": {"X-Custom": "value", "X-Count": 3},
         },
     )
     execution = JobExecution.objects.get(job_id=job_id)
@@ -143,7 +175,7 @@ def test_options_are_normalised_and_stored() -> None:
         "retries": 5,
         "callback": "https://example.com/callback",
         "failure_callback": "https://example.com/failed",
-        "headers": {"X-Custom": "value"},
+        "headers": {"X-Custom": "value", "X-Count": "3"},
         "deduplication_id": job_id,
     }
     other = job_dispatcher.enqueue(

@@ -113,3 +113,93 @@ def test_two_registrations_that_differ_only_in_their_builders_both_connect() -> 
     # Two builders, two jobs; the same registration made again connected once.
     messages = JobExecution.objects.values_list("payload__message", flat=True)
     assert sorted(messages) == ["A", "B", "C", "D"]
+
+
+def test_a_fixture_loaded_sends_no_job() -> None:
+    # loaddata saves with raw=True: a welcome email per user of a fixture is not wanted.
+    from django.core import serializers
+
+    receiver = enqueue_on(post_save, Article, "echo", payload={"message": "x"}, dispatch_uid="r")
+    try:
+        fixture = serializers.serialize("json", [Article(pk=7, title="from a fixture")])
+        for loaded in serializers.deserialize("json", fixture):
+            loaded.save()
+    finally:
+        post_save.disconnect(receiver, sender=Article, dispatch_uid="r")
+    assert Article.objects.filter(pk=7).exists()
+    assert not JobExecution.objects.exists()
+
+
+def test_pre_save_is_refused_for_it_comes_before_the_row() -> None:
+    from django.db.models.signals import pre_save
+
+    with pytest.raises(TypeError, match="connect it to post_save"):
+        enqueue_on(pre_save, Article, "echo", payload={"message": "x"})
+
+
+def test_the_job_waits_for_the_commit_whatever_enqueue_on_commit_says(settings: Any) -> None:
+    # With ENQUEUE_ON_COMMIT off, a failed publish rolled back the job's row with the
+    # wrapper's transaction and raised out of save(), after the article was saved.
+    from django_qstash_jobs import outbox
+    from django_qstash_jobs.exceptions import EnqueueError
+
+    settings.QSTASH_JOBS = {**settings.QSTASH_JOBS, "ENQUEUE_ON_COMMIT": False}
+    receiver = enqueue_on(post_save, Article, "echo", payload={"message": "x"}, dispatch_uid="c")
+    publish = outbox.publish
+
+    def unreachable(executions: Any) -> None:
+        raise EnqueueError("QStash could not be reached (test)")
+
+    outbox.publish = unreachable  # type: ignore[assignment]
+    try:
+        article = Article.objects.create(title="saved")
+    finally:
+        outbox.publish = publish  # type: ignore[assignment]
+        post_save.disconnect(receiver, sender=Article, dispatch_uid="c")
+    assert Article.objects.filter(pk=article.pk).exists()
+    assert JobExecution.objects.get().status == JobStatus.PENDING  # for republish_jobs
+
+
+@pytest.mark.django_db(databases=["default", "other"], transaction=True)
+def test_a_model_on_another_database_waits_for_its_own_commit() -> None:
+    receiver = enqueue_on(
+        post_save,
+        Article,
+        "echo",
+        payload=lambda instance, **kwargs: {"message": instance.title},
+        dispatch_uid="o",
+    )
+    try:
+        with pytest.raises(RuntimeError), transaction.atomic(using="other"):
+            Article.objects.using("other").create(title="rolled back")
+            raise RuntimeError
+        assert not JobExecution.objects.exists()
+
+        with transaction.atomic(using="other"):
+            Article.objects.using("other").create(title="kept")
+            assert not JobExecution.objects.exists()  # not before the article is visible
+        assert JobExecution.objects.get().payload["message"] == "kept"
+        assert SideEffect.objects.count() == 1
+    finally:
+        post_save.disconnect(receiver, sender=Article, dispatch_uid="o")
+
+
+def test_bound_methods_of_two_instances_both_connect() -> None:
+    class Notifier:
+        def __init__(self, message: str) -> None:
+            self.message = message
+
+        def payload(self, **kwargs: Any) -> dict[str, str]:
+            return {"message": self.message}
+
+    receivers = [
+        enqueue_on(post_save, Article, "echo", payload=Notifier(message).payload)
+        for message in "AB"
+    ]
+    try:
+        assert receivers[0].dispatch_uid != receivers[1].dispatch_uid
+        Article.objects.create(title="x")
+    finally:
+        for receiver in receivers:
+            post_save.disconnect(receiver, sender=Article, dispatch_uid=receiver.dispatch_uid)
+    assert sorted(JobExecution.objects.values_list("payload__message", flat=True)) == ["A", "B"]

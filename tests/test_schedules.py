@@ -771,7 +771,7 @@ def test_sync_stops_at_the_first_refusal_and_says_where(monkeypatch: pytest.Monk
 
 
 def test_sync_needs_the_receiver_url() -> None:
-    no_receiver = {**settings.QSTASH_JOBS, "RECEIVER_URL": None}
+    no_receiver = {**settings.QSTASH_JOBS, "RECEIVER_URL": ""}
     with override_settings(QSTASH_JOBS=no_receiver), pytest.raises(CommandError, match="RECEIVER"):
         sync()
 
@@ -792,7 +792,7 @@ def test_the_schedules_check_is_registered() -> None:
     from django.core.checks import run_checks
 
     with declaring({**NIGHTLY, "cron": "0 2 * *"}):
-        ids = {message.id for message in run_checks()}
+        ids = {message.id for message in run_checks(databases=["default"])}
     assert "django_qstash_jobs.E009" in ids
 
 
@@ -801,7 +801,7 @@ def test_a_missing_receiver_url_is_a_schedule_error_on_the_qstash_transport() ->
         **settings.QSTASH_JOBS,
         "TRANSPORT": "qstash",
         "URL": "http://127.0.0.1:9",  # never contacted: the check comes first
-        "RECEIVER_URL": None,
+        "RECEIVER_URL": "",
     }
     with (
         override_settings(QSTASH_JOBS=settings_without_receiver),

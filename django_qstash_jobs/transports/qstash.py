@@ -168,12 +168,12 @@ class QStashTransport(BaseTransport):
             return self.client.message.publish_json(
                 url=self._destination, body=message.body(), **arguments
             )
-        except UnicodeEncodeError as exc:
+        except (UnicodeEncodeError, httpx.LocalProtocolError) as exc:
             # A header value HTTP cannot carry (enqueue refuses them; a row from elsewhere may
-            # hold one): sent again, it fails again.
+            # hold one): sent again, it fails again. Not "QStash could not be reached".
             raise PublishRefused(
-                f"The message cannot be sent: a header value is not ASCII ({exc}). The job is "
-                "recorded as pending.",
+                f"The message cannot be sent: a header value HTTP cannot carry ({exc}). The job "
+                "is recorded as pending.",
                 job_ids=[message.job_id],
             ) from exc
         except (QStashError, httpx.HTTPError) as exc:

@@ -295,6 +295,23 @@ def test_a_refusal_of_every_message_leaves_the_rows_pending(
         assert (row.status, row.publish_claimed_at) == (JobStatus.PENDING, None)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{"headers": {"X-A": "line\nbreak"}}, {"deduplication_id": " padded "}],
+    ids=["line break", "padded deduplication id"],
+)
+def test_a_header_http_cannot_carry_is_a_refusal_not_an_outage(
+    through_qstash: DevServerProcess, options: dict[str, Any]
+) -> None:
+    # Rows written before enqueue checked these: the HTTP client refuses them before sending,
+    # which used to read "QStash could not be reached" though it was up.
+    row = pending(**options)
+    with pytest.raises(PublishRefused, match="cannot be sent"):
+        outbox.publish([row])
+    row.refresh_from_db()
+    assert row.status == JobStatus.PENDING
+
+
 def test_a_refused_publish_after_commit_lets_the_other_callbacks_run(
     through_qstash: DevServerProcess,
 ) -> None:
