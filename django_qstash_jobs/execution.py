@@ -163,6 +163,12 @@ def _record_failure(execution: JobExecution, exc: BaseException, *, final: bool)
     now = timezone.now()
     # An exception's message may carry a NUL or a lone surrogate, which no text column takes.
     error = storable.text(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, SystemExit):
+        # Its message is only an exit code: say what it means here.
+        error += (
+            " (the worker was told to exit mid-job: a sys.exit() call, or the web server "
+            "ending a request past its timeout)"
+        )
     trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     trace = storable.text(trace)
     status = JobStatus.FAILED if final else JobStatus.RETRYING

@@ -467,7 +467,7 @@ def test_a_task_that_exits_fails_the_attempt_and_the_exit_goes_on(tasks: ModuleT
         tasks.exit_the_process.enqueue()
     execution = JobExecution.objects.get()
     assert execution.status == JobStatus.FAILED  # not left running until its lease ran out
-    assert execution.error == "SystemExit: 3"
+    assert execution.error.startswith("SystemExit: 3 (the worker was told to exit mid-job")
     [error] = backend().get_result(execution.job_id).errors
     assert error.exception_class is SystemExit
 
