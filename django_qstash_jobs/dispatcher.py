@@ -20,6 +20,7 @@ from django_qstash_jobs.options import (
     JobMetadata,
     PublishOptions,
     check_keys,
+    deduplication_id_for,
     owner_columns,
     parse_metadata,
     parse_options,
@@ -123,12 +124,9 @@ class JobDispatcher:
         execution = rows.get(job_id=job_id)
         if not cancelled:
             return False
-        signals.send_lifecycle(signals.job_cancelled, execution)
-        message_id = execution.message_id
-        if message_id:
-            # After the commit: a rolled-back cancel leaves the job queued, and its message must
-            # still be there to deliver it.
-            transaction.on_commit(lambda: _cancel_message(message_id), using=rows.db)
+        # After the commit: a rolled-back cancel leaves the job queued, its message still there
+        # to deliver it, and nobody told it was cancelled.
+        transaction.on_commit(lambda: _cancelled(execution), using=rows.db, robust=True)
         return True
 
     def retry(self, job_id: str) -> str:
@@ -234,7 +232,8 @@ class JobDispatcher:
         )
         # The key, as QStash's deduplication id too; a publish QStash answers as a duplicate of
         # another site's or a deleted job's is sent again under the job id (see the transport).
-        publish_options = replace(publish_options, deduplication_id=key or execution.job_id)
+        deduplication_id = execution.job_id if key is None else deduplication_id_for(key)
+        publish_options = replace(publish_options, deduplication_id=deduplication_id)
         execution.options = publish_options.as_json()
         return execution
 
@@ -256,27 +255,28 @@ class JobDispatcher:
     @staticmethod
     def _insert_once(execution: JobExecution, key: str) -> str | None:
         """Insert the row; if its idempotency key exists, return the existing job's id instead."""
+        rows = statements.job_rows()
         try:
-            with transaction.atomic():
+            # A savepoint on the jobs' database: a failed INSERT aborts the transaction there.
+            with transaction.atomic(using=rows.db):
                 statements.insert(execution)
         except IntegrityError:
-            existing = (
-                JobExecution.objects.filter(idempotency_key=key)
-                .values_list("job_id", flat=True)
-                .first()
-            )
+            existing = rows.filter(idempotency_key=key).values_list("job_id", flat=True).first()
             if existing is None:
                 raise
             return existing
         return None
 
 
-def _cancel_message(message_id: str) -> None:
+def _cancelled(execution: JobExecution) -> None:
+    signals.send_lifecycle(signals.job_cancelled, execution)
+    if not execution.message_id:
+        return
     try:
-        get_transport().cancel(message_id)
+        get_transport().cancel(execution.message_id)
     except EnqueueError as exc:
         # The row is cancelled, so a delivery would be acknowledged without running.
-        logger.warning("Cancelling QStash message %s failed: %s", message_id, exc)
+        logger.warning("Cancelling QStash message %s failed: %s", execution.message_id, exc)
 
 
 #: The dispatcher every caller uses.

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any, TypedDict
 from urllib.parse import urlsplit
+
+from django_qstash_jobs import storable
 
 
 class JobMetadata(TypedDict, total=False):
@@ -125,13 +129,22 @@ def _check_idempotency_key(key: Any) -> None:
         raise ValueError(
             "metadata['idempotency_key'] must be a non-empty str of 255 characters at most."
         )
-    # It is QStash's deduplication id, sent as a header: HTTP would refuse it at publish.
-    if not _is_header_text(key) or key != key.strip():
+    if storable.text(key) != key:
         raise ValueError(
-            "metadata['idempotency_key'] may hold printable ASCII characters only, without "
-            f"leading or trailing spaces (it is QStash's deduplication id): {key!r}. Hash or "
-            "percent-encode a key built from other text."
+            f"metadata['idempotency_key'] {key!r} holds a NUL character or a lone surrogate, "
+            "which the database cannot store."
         )
+
+
+def deduplication_id_for(key: str) -> str:
+    """QStash's deduplication id for an idempotency key: the key, where a header can carry it.
+
+    A key that is not printable ASCII, or has spaces at either end (built from a name, an
+    email address), travels as its SHA-256, which stands for it as well.
+    """
+    if _is_header_text(key) and key == key.strip():
+        return key
+    return f"sha256:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 def owner_columns(parsed_metadata: Mapping[str, Any]) -> dict[str, str | None]:
@@ -232,8 +245,10 @@ def _headers(headers: Any) -> dict[str, str]:
                 f"options['headers'] names one header twice: {seen[name.lower()]!r} and {name!r}."
             )
         seen[name.lower()] = name
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise TypeError(f"options['headers'][{name!r}] must be a str, not {value!r}.")
+        if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal, uuid.UUID)):
+            raise TypeError(
+                f"options['headers'][{name!r}] must be a str, a number or a UUID, not {value!r}."
+            )
         text = str(value)
         if not _is_header_text(text) or text != text.strip():
             raise ValueError(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,12 +173,21 @@ def push(row: JobSchedule) -> None:
         _mark_synced(row)
 
 
-def _schedule_transaction() -> transaction.Atomic:
-    return transaction.atomic(using=router.db_for_write(JobSchedule))
+def _schedule_transaction() -> AbstractContextManager[object]:
+    """Where operations on one schedule take turns: a transaction holding the row's lock.
+
+    Only where the database locks rows. SQLite locks the whole database for a transaction's
+    writes: held while QStash answers, it would stop every other write of the site (enqueues,
+    claims) for as long. There each write commits at once, and QStash is told after, as before.
+    """
+    database = router.db_for_write(JobSchedule)
+    if not connections[database].features.has_select_for_update:
+        return nullcontext()
+    return transaction.atomic(using=database)
 
 
 def _locked_rows() -> QuerySet[JobSchedule]:
-    """Rows locked until the transaction ends (nothing is locked on SQLite).
+    """Rows locked until the transaction ends (where rows are locked: not on SQLite).
 
     ``FOR NO KEY UPDATE`` where the database has it (PostgreSQL): operations on one schedule
     still take turns, but a firing's job row, which references the schedule, is recorded
@@ -614,7 +624,8 @@ def _write_planned_row(action: SyncAction) -> JobSchedule | None:
     changes = action.row_values or {}
     if action.row is None:
         try:
-            with _schedule_transaction():
+            # A savepoint: on PostgreSQL the failed INSERT would abort the transaction around it.
+            with transaction.atomic(using=router.db_for_write(JobSchedule)):
                 return JobSchedule.objects.create(
                     name=action.name, schedule_id=action.schedule_id, **changes
                 )

@@ -14,6 +14,7 @@ import json
 import operator
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -315,17 +316,27 @@ def insert_many(executions: Sequence[JobExecution], *, ignore_conflicts: bool = 
         if any(execution.pk is None for execution in executions):
             _read_back_primary_keys(executions, connection.alias)
         return
-    for start in range(0, len(executions), _INSERT_CHUNK):
-        chunk = executions[start : start + _INSERT_CHUNK]
-        by_job_id = {execution.job_id: execution for execution in chunk}
-        with connection.cursor() as cursor:
-            cursor.execute(statement.sql(ignore_conflicts), [statement.document(chunk)])
-            inserted = cursor.fetchall()
-        for job_id, pk in inserted:
-            execution = by_job_id[job_id]
-            execution.pk = pk
-            execution._state.adding = False
-            execution._state.db = connection.alias
+    chunks = [
+        executions[start : start + _INSERT_CHUNK]
+        for start in range(0, len(executions), _INSERT_CHUNK)
+    ]
+    # Every chunk or none, as bulk_create: a caller told that enqueue_many failed must not find
+    # the first chunks recorded (republish_jobs would publish them). One statement is by itself.
+    with (
+        transaction.atomic(using=connection.alias, savepoint=False)
+        if len(chunks) > 1
+        else nullcontext()
+    ):
+        for chunk in chunks:
+            by_job_id = {execution.job_id: execution for execution in chunk}
+            with connection.cursor() as cursor:
+                cursor.execute(statement.sql(ignore_conflicts), [statement.document(chunk)])
+                inserted = cursor.fetchall()
+            for job_id, pk in inserted:
+                execution = by_job_id[job_id]
+                execution.pk = pk
+                execution._state.adding = False
+                execution._state.db = connection.alias
 
 
 def _read_back_primary_keys(executions: Sequence[JobExecution], alias: str) -> None:

@@ -59,25 +59,33 @@ def test_cancel_sends_job_cancelled_with_the_row() -> None:
 
 
 def test_a_rolled_back_cancel_leaves_the_message_to_deliver_the_job() -> None:
+    from django_qstash_jobs.signals import job_cancelled
     from django_qstash_jobs.transports import get_transport
 
     transport = get_transport()
     cancelled: list[str] = []
+    told: list[str] = []
+
+    def on_cancelled(sender: object, execution: JobExecution, **kwargs: object) -> None:
+        told.append(execution.job_id)
+
     original = transport.cancel
     transport.cancel = cancelled.append  # type: ignore[method-assign]
+    job_cancelled.connect(on_cancelled)
     try:
         execution = recorded(message_id="msg_kept")
         with pytest.raises(RuntimeError), transaction.atomic():
             assert job_dispatcher.cancel(execution.job_id)
             raise RuntimeError("the caller's transaction fails")
-        assert cancelled == []
+        assert (cancelled, told) == ([], [])  # the job will run: nobody hears it was cancelled
         execution.refresh_from_db()
         assert execution.status == JobStatus.QUEUED
 
         assert job_dispatcher.cancel(execution.job_id)
-        assert cancelled == ["msg_kept"]
+        assert (cancelled, told) == (["msg_kept"], [execution.job_id])
     finally:
         transport.cancel = original  # type: ignore[method-assign]
+        job_cancelled.disconnect(on_cancelled)
 
 
 def test_cancel_an_unknown_job_raises() -> None:

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django_qstash_jobs import statements
 from django_qstash_jobs.models import JobExecution, JobSchedule, JobStatus
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 #: Text that must arrive as written: quotes, backslashes, a newline, and characters past ASCII.
 AWKWARD = 'it\'s "quoted", a\\b, a\nnew line, żółw 🐢'
@@ -131,3 +131,11 @@ def test_nothing_to_insert_runs_no_query() -> None:
     with CaptureQueriesContext(connection) as queries:
         statements.insert_many([])
     assert not queries.captured_queries
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite does not enforce lengths")
+def test_a_failed_chunk_records_none_of_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(statements, "_INSERT_CHUNK", 1)
+    with pytest.raises(DataError):
+        statements.insert_many([JobExecution(job_type="echo"), JobExecution(job_type="x" * 101)])
+    assert not JobExecution.objects.exists()

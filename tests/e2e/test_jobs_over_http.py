@@ -88,12 +88,14 @@ def test_enqueue_many_goes_out_in_one_batch(through_qstash: DevServerProcess) ->
     assert len(set(JobExecution.objects.values_list("message_id", flat=True))) == 25
 
 
+@pytest.mark.parametrize("key", ["once", "welcome: zoë@example.com "], ids=["ascii", "any text"])
 def test_concurrent_enqueues_with_one_idempotency_key_deliver_once(
-    through_qstash: DevServerProcess, live_server: Any
+    through_qstash: DevServerProcess, live_server: Any, key: str
 ) -> None:
+    # A key no header can carry is published under its SHA-256, deduplicated all the same.
     with override_settings(QSTASH_JOBS=qstash_settings(through_qstash.url, live_server.url)):
         results = at_once(
-            lambda: job_dispatcher.enqueue("echo", {"message": "x"}, {"idempotency_key": "once"}),
+            lambda: job_dispatcher.enqueue("echo", {"message": "x"}, {"idempotency_key": key}),
             8,
         )
 
@@ -419,12 +421,13 @@ def test_a_job_whose_attempts_time_out_is_failed_when_qstash_gives_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # As on a platform that cuts requests short: QStash stops waiting after 1 s, the handler
-    # needs 3 s, and the job has no retries. QStash's failure notice first finds the job held
-    # (its lease has 1 s left), is answered busy, and fails it once the lease has run out.
+    # needs 8 s, and the job has no retries. QStash's failure notice first finds the job held
+    # (its lease has 1 s left), is answered busy, and fails it once the lease has run out,
+    # seconds before the handler ends (a loaded machine delays the notice's return).
     server = devserver_factory(backoff_scale=1.0, delivery_timeout=1.0)
     settings = qstash_settings(server.url, live_server.url, LEASE_SECONDS=2)
     with override_settings(QSTASH_JOBS=settings):
-        job_id = job_dispatcher.enqueue("sleep", {"seconds": 3})
+        job_id = job_dispatcher.enqueue("sleep", {"seconds": 8})
         execution = wait_for(job_id, JobStatus.FAILED, timeout=20)
     assert execution.error.startswith("QStash stopped delivering this job after 1 attempt; ")
     assert "no answer (ReadTimeout" in execution.error
