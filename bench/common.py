@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -15,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -82,6 +86,57 @@ def sink() -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_port}/jobs/receive/"
     finally:
         server.shutdown()
+
+
+@contextmanager
+def distant(url: str, one_way_seconds: float) -> Iterator[str]:
+    """``url`` as if its server were ``one_way_seconds`` away: the URL of a TCP relay to it.
+
+    Each chunk is forwarded that long after it arrived, in each direction, as a network path
+    would carry it (chunks in flight together are not delayed one after the other).
+    """
+    target = urlsplit(url)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def delay_line(source: socket.socket, destination: socket.socket) -> None:
+        chunks: queue.Queue[tuple[float, bytes]] = queue.Queue()
+
+        def forward() -> None:
+            while True:
+                arrived, chunk = chunks.get()
+                if not chunk:
+                    break
+                time.sleep(max(0.0, arrived + one_way_seconds - time.perf_counter()))
+                try:
+                    destination.sendall(chunk)
+                except OSError:
+                    break
+            with contextlib.suppress(OSError):
+                destination.shutdown(socket.SHUT_WR)
+
+        threading.Thread(target=forward, daemon=True).start()
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                chunks.put((time.perf_counter(), chunk))
+        chunks.put((time.perf_counter(), b""))
+
+    def relay() -> None:
+        while True:
+            try:
+                client, _address = listener.accept()
+            except OSError:
+                return  # closed: the benchmark is over
+            upstream = socket.create_connection((target.hostname, target.port))
+            for end in (client, upstream):
+                end.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=delay_line, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=delay_line, args=(upstream, client), daemon=True).start()
+
+    threading.Thread(target=relay, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
 
 
 @dataclass
