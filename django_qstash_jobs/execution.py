@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 import logging
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,7 +93,9 @@ def execute(delivery: Delivery) -> Outcome:
     try:
         job_type = registry.get(execution.job_type)
         payload = job_type.validate(execution.payload)
-        result = _json_result(job_type.handler(payload, context))
+        with _outcome_kept_recordable():
+            returned = job_type.handler(payload, context)
+        result = _json_result(returned)
     except (PermanentJobError, UnknownJobTypeError, JobValidationError) as exc:
         _record_failure(execution, exc, final=True)
         return Outcome.REJECTED
@@ -107,6 +111,50 @@ def execute(delivery: Delivery) -> Outcome:
         raise
     _record_success(execution, result)
     return Outcome.COMPLETED
+
+
+@contextmanager
+def _outcome_kept_recordable() -> Iterator[None]:
+    """Around the handler, where it runs inside the caller's transaction (the ``immediate``
+    transport there): a savepoint, rolled back only if the handler's error aborted the
+    transaction (PostgreSQL), so that its outcome can still be recorded.
+
+    Kept otherwise: the handler's own writes of a failed attempt (an email batch's delivery
+    records) must stay, or the next attempt would send again what this one sent. Over HTTP
+    the receiver runs in autocommit, and nothing is needed.
+    """
+    using = router.db_for_write(JobExecution)
+    if not transaction.get_connection(using).in_atomic_block:
+        yield
+        return
+    savepoint = _create_savepoint(using=using)
+    try:
+        yield
+    except BaseException:
+        if _transaction_aborted(using):
+            transaction.savepoint_rollback(savepoint, using=using)
+        else:
+            transaction.savepoint_commit(savepoint, using=using)
+        raise
+    transaction.savepoint_commit(savepoint, using=using)
+
+
+def _transaction_aborted(using: str) -> bool:
+    """Whether a failed statement left the transaction refusing every other (PostgreSQL's)."""
+    connection = transaction.get_connection(using)
+    if connection.vendor != "postgresql" or connection.connection is None:
+        return False
+    raw = connection.connection
+    info = getattr(raw, "info", None)  # psycopg 3; psycopg2 has a method instead
+    status = info.transaction_status if info is not None else raw.get_transaction_status()
+    return bool(status == _LIBPQ_IN_FAILED_TRANSACTION)
+
+
+#: Django 6.1 names it ``savepoint_create`` (``savepoint`` is deprecated); 5.2 has only that.
+_create_savepoint = getattr(transaction, "savepoint_create", None) or transaction.savepoint
+
+#: libpq's ``PQTRANS_INERROR``, which psycopg 3 and psycopg2 both report as it is.
+_LIBPQ_IN_FAILED_TRANSACTION = 3
 
 
 def _unclaimed_outcome(job_id: str, delivery: Delivery) -> Outcome:

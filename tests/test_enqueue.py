@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.db import connection, transaction
@@ -405,6 +406,25 @@ def test_a_payload_is_stored_as_json_holds_it() -> None:
     )
     stored = JobExecution.objects.get(job_id=job_id).payload
     assert stored == {"on": "2026-11-29", "amount": "1.50", "text": "\\u0000"}
+
+
+@pytest.mark.parametrize("how", ["database", "python"])
+def test_a_failing_handler_inside_the_callers_transaction_leaves_it_usable(
+    settings: Any, how: str
+) -> None:
+    # ENQUEUE_ON_COMMIT off: the immediate transport runs the job inside the caller's
+    # transaction. On PostgreSQL a statement the database refused aborted that transaction,
+    # and recording the failure raised "current transaction is aborted" out of enqueue.
+    settings.QSTASH_JOBS = {**settings.QSTASH_JOBS, "ENQUEUE_ON_COMMIT": False}
+    with transaction.atomic():
+        job_id = job_dispatcher.enqueue("failing", {"how": how})
+        execution = JobExecution.objects.get(job_id=job_id)  # the transaction still answers
+        assert (execution.status, execution.attempts) == (JobStatus.FAILED, 2)
+    runs = list(SideEffect.objects.filter(job_id=job_id).values_list("label", flat=True))
+    # An attempt's own writes are kept (an email batch's records), unless its error aborted
+    # the transaction: then they go with the savepoint that lets the failure be recorded.
+    aborted = how == "database" and connection.vendor == "postgresql"
+    assert sorted(runs) == ([] if aborted else ["attempt-1", "attempt-2"])
 
 
 def test_enqueue_error_is_the_base_of_validation_errors() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from django.db import connection
 from pydantic import BaseModel
 
 from django_qstash_jobs import JobContext, register_job
@@ -96,3 +97,18 @@ def returns(payload: Returns, ctx: JobContext) -> object:
         "a lone surrogate": {"text": "\ud800"},
         "an escaped backslash": {"text": "\\u0000"},
     }[payload.kind]
+
+
+class Failing(BaseModel):
+    #: "database": a statement the database refuses; anything else: an exception of Python's.
+    how: str
+
+
+@register_job("failing", schema=Failing, retries=1)
+def failing(payload: Failing, ctx: JobContext) -> None:
+    """Records its attempt, then fails the way the payload says."""
+    SideEffect.objects.create(job_id=ctx.job_id, label=f"attempt-{ctx.attempt}")
+    if payload.how == "database":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table")
+    raise RuntimeError("the handler failed")
