@@ -9,7 +9,8 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import jwt
 from qstash import QStash, Receiver
@@ -214,37 +215,48 @@ def _read_request(conn: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
-def _serve_then_hang_up(listener: socket.socket, requests_seen: list[bytes]) -> None:
-    # Answers each request on a keep-alive connection, then closes it without saying so, as
-    # a destination dropping idle connections does.
-    while True:
-        try:
-            conn, _ = listener.accept()
-        except OSError:
-            return
-        with conn:
-            request = _read_request(conn)
-            if not request:
-                continue
-            requests_seen.append(request)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            time.sleep(0.05)
+@contextmanager
+def _stand_in(
+    answer: Callable[[socket.socket, list[bytes]], None],
+) -> Iterator[tuple[str, list[bytes]]]:
+    """A destination of our own: ``answer`` handles each connection it accepts, and adds the
+    requests it reads to a list. Yields its base URL and that list."""
+    seen: list[bytes] = []
+
+    def accept(listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # closed: the test is over
+            with conn:
+                answer(conn, seen)
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        threading.Thread(target=accept, args=(listener,), daemon=True).start()
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", seen
+
+
+def _answer_then_hang_up(conn: socket.socket, seen: list[bytes]) -> None:
+    # Answers the request on a keep-alive connection, then closes it without saying so, as a
+    # destination dropping idle connections does.
+    request = _read_request(conn)
+    if request:
+        seen.append(request)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        time.sleep(0.05)
 
 
 def test_a_kept_connection_closed_by_the_destination_is_reopened(
     make_server: Callable[..., DevServer],
 ) -> None:
-    seen: list[bytes] = []
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        thread = threading.Thread(target=_serve_then_hang_up, args=(listener, seen), daemon=True)
-        thread.start()
-        url = f"http://127.0.0.1:{listener.getsockname()[1]}/drops"
+    with _stand_in(_answer_then_hang_up) as (base_url, seen):
         server = make_server(workers=1)
         client = QStash(server.token, base_url=server.url, retry=False)
         for _ in range(3):
-            client.message.publish_json(url=url, body={}, retries=0)
+            client.message.publish_json(url=f"{base_url}/drops", body={}, retries=0)
             time.sleep(0.2)
         wait_until(lambda: len(seen) >= 3, what="three deliveries")
         assert server.wait_idle()
@@ -253,37 +265,24 @@ def test_a_kept_connection_closed_by_the_destination_is_reopened(
         assert all(b"Upstash-Retried: 0" in request for request in seen)
 
 
-def _die_after_reading_the_second(listener: socket.socket, requests_seen: list[bytes]) -> None:
+def _die_reading_the_second(conn: socket.socket, seen: list[bytes]) -> None:
     # The first request on a connection is answered and the connection kept; the second is read
     # whole, then the connection drops without an answer, as when a worker dies mid-request.
-    while True:
-        try:
-            conn, _ = listener.accept()
-        except OSError:
+    for turn in range(2):
+        request = _read_request(conn)
+        if not request:
             return
-        with conn:
-            for turn in range(2):
-                request = _read_request(conn)
-                if not request:
-                    break
-                requests_seen.append(request)
-                if turn == 1:
-                    break
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        seen.append(request)
+        if turn == 1:
+            return
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
 
 def test_a_connection_lost_after_the_request_was_sent_is_a_failed_attempt(
     make_server: Callable[..., DevServer],
 ) -> None:
-    seen: list[bytes] = []
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        thread = threading.Thread(
-            target=_die_after_reading_the_second, args=(listener, seen), daemon=True
-        )
-        thread.start()
-        url = f"http://127.0.0.1:{listener.getsockname()[1]}/dies"
+    with _stand_in(_die_reading_the_second) as (base_url, seen):
+        url = f"{base_url}/dies"
         server = make_server(workers=1)
         client = QStash(server.token, base_url=server.url, retry=False)
         client.message.publish_json(url=url, body={"n": 1}, retries=3)
