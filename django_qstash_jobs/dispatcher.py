@@ -255,13 +255,13 @@ class JobDispatcher:
     @staticmethod
     def _insert_once(execution: JobExecution, key: str) -> str | None:
         """Insert the row; if its idempotency key exists, return the existing job's id instead."""
-        rows = statements.job_rows()
         try:
-            # A savepoint on the jobs' database: a failed INSERT aborts the transaction there.
-            with transaction.atomic(using=rows.db):
+            # A savepoint: on PostgreSQL a failed INSERT aborts the transaction around it.
+            with statements.jobs_transaction():
                 statements.insert(execution)
         except IntegrityError:
-            existing = rows.filter(idempotency_key=key).values_list("job_id", flat=True).first()
+            holders = statements.job_rows().filter(idempotency_key=key)
+            existing = holders.values_list("job_id", flat=True).first()
             if existing is None:
                 raise
             return existing

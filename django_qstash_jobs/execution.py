@@ -280,7 +280,7 @@ def job_id_for_schedule_firing(delivery: Delivery) -> str | None:
         }
     try:
         # A savepoint, so that losing the race inside a caller's transaction leaves it usable.
-        with transaction.atomic():
+        with statements.jobs_transaction():
             execution = JobExecution.objects.create(
                 **state,
                 job_type=schedule.job_type,

@@ -142,7 +142,7 @@ def deduplication_id_for(key: str) -> str:
     A key that is not printable ASCII, or has spaces at either end (built from a name, an
     email address), travels as its SHA-256, which stands for it as well.
     """
-    if _is_header_text(key) and key == key.strip():
+    if _is_header_value(key):
         return key
     return f"sha256:{hashlib.sha256(key.encode()).hexdigest()}"
 
@@ -230,6 +230,11 @@ def _is_header_text(text: str) -> bool:
     return all(" " <= character <= "~" for character in text)
 
 
+def _is_header_value(text: str) -> bool:
+    # Printable ASCII, and no space at either end, which HTTP clients strip or refuse.
+    return _is_header_text(text) and text == text.strip()
+
+
 def _headers(headers: Any) -> dict[str, str]:
     if headers is None:
         return {}
@@ -250,7 +255,7 @@ def _headers(headers: Any) -> dict[str, str]:
                 f"options['headers'][{name!r}] must be a str, a number or a UUID, not {value!r}."
             )
         text = str(value)
-        if not _is_header_text(text) or text != text.strip():
+        if not _is_header_value(text):
             raise ValueError(
                 f"options['headers'][{name!r}] may hold printable ASCII characters only, without "
                 "leading or trailing spaces (no line breaks, no accents): encode the value "

@@ -5,10 +5,11 @@ or changing a schedule writes the row first and then makes QStash match it, so w
 be reached the row still says what is wanted and ``manage.py sync_schedules`` completes the work
 later. Deleting goes the other way round: QStash first, so a failed delete keeps the row to retry.
 
-Each operation locks the schedule's row (``select_for_update``) from its write until QStash has
-been told, so that two operations on one schedule (a pause and a resume, a pause during a
-deploy's sync) take turns, and QStash ends as the row does. A QStash failure is raised once the
-row's write is committed.
+Where the database locks rows (PostgreSQL), each operation locks the schedule's row
+(``select_for_update``) from its write until QStash has been told, so that two operations on one
+schedule (a pause and a resume, a pause during a deploy's sync) take turns, and QStash ends as
+the row does; SQLite, which would lock the whole database meanwhile, commits each write at once
+(:func:`_schedule_transaction`). A QStash failure is raised once the row's write is committed.
 
 Ownership: a QStash account can hold schedules of other sites and other tools. This app only
 ever deletes a QStash schedule that it has a row for, or whose id starts with
@@ -28,6 +29,7 @@ from django.db import IntegrityError, connections, router, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from django_qstash_jobs import statements
 from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.cron import validate_cron
 from django_qstash_jobs.exceptions import JobValidationError, ScheduleError, UnknownJobTypeError
@@ -341,7 +343,7 @@ def run_schedule_now(schedule_id: str) -> str:
     row = get_schedule(schedule_id)
     # In one transaction the publish waits for the commit, so the link is in place before the
     # job can run.
-    with transaction.atomic():
+    with statements.jobs_transaction():
         job_id = job_dispatcher.enqueue(row.job_type, row.payload, row.job_metadata())
         JobExecution.objects.filter(job_id=job_id).update(schedule=row)
     return job_id

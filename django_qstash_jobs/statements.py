@@ -41,6 +41,22 @@ def job_rows() -> QuerySet[JobExecution]:
     return JobExecution.objects.using(router.db_for_write(JobExecution))
 
 
+def jobs_transaction() -> transaction.Atomic:
+    """A transaction (a savepoint, inside one) on the database job rows are written to.
+
+    Not the default database's: behind a router that puts the jobs elsewhere, a savepoint there
+    would neither guard a failed INSERT of a job nor hold back its publish until the commit.
+    """
+    return transaction.atomic(using=router.db_for_write(JobExecution))
+
+
+def _mark_saved(execution: JobExecution, pk: int, alias: str) -> None:
+    # What Model.save() leaves on an inserted instance.
+    execution.pk = pk
+    execution._state.adding = False
+    execution._state.db = alias
+
+
 def claim(job_id: str, lease_seconds: int) -> JobExecution | None:
     """Move the job to ``running`` in one conditional UPDATE; return it, or None if not ours.
 
@@ -266,9 +282,7 @@ def insert(execution: JobExecution) -> None:
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, values)
-        execution.pk = cursor.fetchone()[0]
-    execution._state.adding = False
-    execution._state.db = connection.alias
+        _mark_saved(execution, cursor.fetchone()[0], connection.alias)
 
 
 def _insert_with_the_orm(execution: JobExecution, alias: str) -> None:
@@ -333,10 +347,7 @@ def insert_many(executions: Sequence[JobExecution], *, ignore_conflicts: bool = 
                 cursor.execute(statement.sql(ignore_conflicts), [statement.document(chunk)])
                 inserted = cursor.fetchall()
             for job_id, pk in inserted:
-                execution = by_job_id[job_id]
-                execution.pk = pk
-                execution._state.adding = False
-                execution._state.db = connection.alias
+                _mark_saved(by_job_id[job_id], pk, connection.alias)
 
 
 def _read_back_primary_keys(executions: Sequence[JobExecution], alias: str) -> None:
@@ -347,10 +358,7 @@ def _read_back_primary_keys(executions: Sequence[JobExecution], alias: str) -> N
     for start in range(0, len(executions), 500):
         chunk = {execution.job_id: execution for execution in executions[start : start + 500]}
         for job_id, pk in rows.filter(job_id__in=chunk).values_list("job_id", "pk"):
-            execution = chunk[job_id]
-            execution.pk = pk
-            execution._state.adding = False
-            execution._state.db = alias
+            _mark_saved(chunk[job_id], pk, alias)
 
 
 @dataclass(frozen=True)
