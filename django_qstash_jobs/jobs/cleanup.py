@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from django.db import router, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from django_qstash_jobs import statements
 from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.context import JobContext
 from django_qstash_jobs.exceptions import PermanentJobError
@@ -119,7 +119,7 @@ def cleanup(
             break
         # Files first: if deleting the rows then fails, the next run still finds the files.
         report.files_deleted += delete_files_of(JobExecution.objects.filter(pk__in=batch))
-        with transaction.atomic(using=router.db_for_write(JobExecution)):
+        with statements.jobs_transaction():
             # Checked again, and locked until deleted: a row retried by hand since it was
             # selected (pending, then running) is no longer expired and must stay.
             still_expired = expired(cutoff).filter(pk__in=batch).select_for_update()
