@@ -170,8 +170,30 @@ def qualified_name(function: Callable[..., Any]) -> str:
 
 def same_function(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
     # A module imported twice (autoreload, a test re-importing jobs.py) registers a new function
-    # object with the same name; that is the same handler, not a conflict.
-    return a is b or qualified_name(a) == qualified_name(b)
+    # object defined at the same place; that is the same handler, not a conflict.
+    return a is b or function_identity(a) == function_identity(b)
+
+
+def function_identity(function: object) -> str:
+    """What tells one registered function from another, stable when its module runs again.
+
+    A function is known by where it is defined, since every lambda has the same name (and a
+    decorator without ``functools.wraps`` gives all its wrappers one). A bound method is known
+    by its instance too, and a closure by what it captured: a factory's ``make("slack")`` and
+    ``make("audit")`` share their code. (An instance's id only has to hold within the process.)
+    """
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return repr(function)
+    bound_to = f":{id(function.__self__)}" if inspect.ismethod(function) else ""
+    captured = []
+    for cell in getattr(function, "__closure__", None) or ():
+        try:
+            captured.append(repr(cell.cell_contents))
+        except ValueError:  # a cell not filled yet
+            captured.append("<empty>")
+    name = getattr(function, "__qualname__", "")
+    return f"{code.co_filename}:{code.co_firstlineno}:{name}{bound_to}:{captured}"
 
 
 #: The process-wide registry.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -11,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from django.db import router, transaction
 from django.db.models.signals import pre_save
 from django.dispatch import Signal
+
+from django_qstash_jobs.registry import function_identity
 
 if TYPE_CHECKING:
     from django_qstash_jobs.models import JobExecution
@@ -140,37 +141,15 @@ def enqueue_on(
         else:
             record()
 
+    # The same registration made twice (ready() run again) connects once; two that differ
+    # only in their payload or filter (a welcome email on create, another on update) both do.
     builders = (payload, metadata, options, when)
+    identities = repr([function_identity(builder) for builder in builders])
     uid = (
         dispatch_uid
         or f"django_qstash_jobs.enqueue_on:{job_type}:{id(signal)}:{sender!r}:"
-        + hashlib.sha256(repr([_identity(builder) for builder in builders]).encode()).hexdigest()
+        + hashlib.sha256(identities.encode()).hexdigest()
     )
     signal.connect(receiver_in_transaction, sender=sender, weak=False, dispatch_uid=uid)
     receiver_in_transaction.dispatch_uid = uid  # type: ignore[attr-defined]
     return receiver_in_transaction
-
-
-def _identity(builder: Any) -> str:
-    """What tells one ``enqueue_on`` builder from another, stable across calls.
-
-    The default ``dispatch_uid`` holds it: the same registration made twice (``ready()`` run
-    again) connects once, while two registrations that differ only in their payload or filter
-    (a welcome email on create, another on update) both connect. A function is known by where
-    it is defined, since every lambda has the same name.
-    """
-    code = getattr(builder, "__code__", None)
-    if code is None:
-        return repr(builder)
-    # A bound method shares its code with those of the other instances: its instance tells
-    # them apart (an id, like the rest of the uid, only has to hold within the process).
-    bound_to = f":{id(builder.__self__)}" if inspect.ismethod(builder) else ""
-    # A closure made by a factory shares its code with its siblings: its captured values tell
-    # make_payload("welcome") from make_payload("goodbye").
-    captured = []
-    for cell in builder.__closure__ or ():
-        try:
-            captured.append(repr(cell.cell_contents))
-        except ValueError:  # a cell not filled yet
-            captured.append("<empty>")
-    return f"{code.co_filename}:{code.co_firstlineno}:{builder.__qualname__}{bound_to}:{captured}"

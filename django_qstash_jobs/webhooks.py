@@ -16,6 +16,7 @@ Other providers plug in with :func:`register_webhook_provider`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -27,20 +28,25 @@ from typing import Any
 from urllib.parse import parse_qs
 
 # Exempt from LoginRequiredMiddleware (Django 5.1+): providers cannot log in.
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.crypto import constant_time_compare
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
+from django_qstash_jobs import statements
 from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.dispatcher import job_dispatcher
 from django_qstash_jobs.exceptions import (
     EnqueueError,
+    JobStateError,
     JobValidationError,
     WebhookValidationError,
 )
+from django_qstash_jobs.models import JobStatus
 from django_qstash_jobs.registry import JOB_TYPES
 
 logger = logging.getLogger("django_qstash_jobs.webhooks")
@@ -136,9 +142,26 @@ class StripeProvider(WebhookProvider):
                 # REMOTE_ADDR, not X-Forwarded-For, which any client can write; behind a proxy,
                 # set REMOTE_ADDR from the proxy's header in a middleware you trust.
                 "ip_address": request.META.get("REMOTE_ADDR") or None,
+                **_stripe_event_context(event),
             },
             event_id=event_id,
         )
+
+
+def _stripe_event_context(event: dict[str, Any]) -> dict[str, Any]:
+    """The event's fields a handler needs beside its object: whose it is and when it was made.
+
+    ``account`` tells a Connect platform which connected account (tenant) the event is for;
+    ``created`` orders events, which Stripe may deliver out of order. A field of another type
+    than Stripe documents is left out rather than failing the event.
+    """
+    expected = {"account": str, "created": int, "livemode": bool, "api_version": str}
+    return {
+        name: event[name]
+        for name, kind in expected.items()
+        # bool is an int: a "created": true is not a time.
+        if type(event.get(name)) is kind
+    }
 
 
 class GitHubProvider(WebhookProvider):
@@ -218,14 +241,31 @@ class WebhookView(View):
         try:
             provider.verify(request, secrets)
             event = provider.parse(request, source)
+            if not (isinstance(event.event_id, str) and event.event_id):
+                # Every later event would be taken for a repeat of the first and dropped.
+                raise WebhookValidationError(f"{type(provider).__name__} gave the event no id.")
+        except RequestDataTooBig:
+            # Django's limit is 2.5 MB by default; GitHub sends up to 25 MB. The provider shows
+            # the 413 among its failed deliveries, and this log says what to change.
+            logger.error(
+                "Refused a %s webhook of %s bytes, over DATA_UPLOAD_MAX_MEMORY_SIZE (%s): raise "
+                "that setting to accept such events.",
+                source,
+                request.META.get("CONTENT_LENGTH"),
+                settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+            )
+            return JsonResponse({"error": "webhook body too large"}, status=413)
         except WebhookValidationError as exc:
             # The reason is for the log only: telling a forger why it failed helps them.
             security_logger.warning("Rejected a %s webhook: %s", source, exc)
             return JsonResponse({"error": "invalid webhook"}, status=400)
 
-        metadata = {"idempotency_key": _idempotency_key(source, event.event_id)}
+        key = _idempotency_key(source, event.event_id)
+        job_id: str | None = None
         try:
-            job_id: str | None = job_dispatcher.enqueue(event.job_type, event.payload, metadata)
+            job_id = _retry_if_failed(key) or job_dispatcher.enqueue(
+                event.job_type, event.payload, {"idempotency_key": key}
+            )
         except JobValidationError as exc:
             logger.warning("A %s webhook does not fit its job's payload: %s", source, exc)
             return JsonResponse({"error": "invalid webhook"}, status=400)
@@ -233,8 +273,24 @@ class WebhookView(View):
             # The job is recorded and republish_jobs will publish it; a 5xx would only make the
             # provider resend an event that is already ours.
             logger.error("A %s webhook was recorded but not published: %s", source, exc)
-            job_id = exc.job_ids[0] if exc.job_ids else None
+            job_id = exc.job_ids[0] if exc.job_ids else job_id
         return JsonResponse({"status": "accepted", "job_id": job_id})
+
+
+def _retry_if_failed(idempotency_key: str) -> str | None:
+    """Run an event's failed job again when the provider sends the event again; its id, if so.
+
+    A provider resends an event it was answered 2xx for only when someone asks it to (Stripe's
+    "Resend", GitHub's "Redeliver"), typically once the handler is fixed. Looked up before the
+    enqueue, not after: the job of a first delivery may already have failed by then. A
+    cancelled job stays cancelled: that was somebody's decision.
+    """
+    failed = statements.job_rows().filter(idempotency_key=idempotency_key, status=JobStatus.FAILED)
+    job_id = failed.values_list("job_id", flat=True).first()
+    if job_id is not None:
+        with contextlib.suppress(JobStateError):  # another resend retried it first
+            job_dispatcher.retry(job_id)
+    return job_id
 
 
 webhook = WebhookView.as_view()

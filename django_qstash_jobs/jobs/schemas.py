@@ -95,6 +95,12 @@ class ProcessStripeWebhookPayload(Payload):
     event_id: str | None = None
     #: The event's ``data.previous_attributes``, on ``*.updated`` events.
     previous_attributes: dict[str, Any] | None = None
+    #: The connected account the event is for (Stripe Connect); None for the platform's own.
+    account: str | None = Field(default=None, max_length=255)
+    #: When Stripe created the event (Unix time): events may arrive out of order.
+    created: int | None = None
+    livemode: bool | None = None
+    api_version: str | None = Field(default=None, max_length=100)
 
 
 def _registered(registry: Any, name: str) -> str:

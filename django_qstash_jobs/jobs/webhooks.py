@@ -19,7 +19,12 @@ from django.dispatch import Signal
 
 from django_qstash_jobs.context import JobContext
 from django_qstash_jobs.jobs.schemas import ProcessStripeWebhookPayload, ProcessWebhookPayload
-from django_qstash_jobs.registry import JOB_TYPES, qualified_name, register_job
+from django_qstash_jobs.registry import (
+    JOB_TYPES,
+    function_identity,
+    qualified_name,
+    register_job,
+)
 
 logger = logging.getLogger("django_qstash_jobs")
 
@@ -54,12 +59,14 @@ class WebhookHandlers:
     def add(self, source: str, event: str, handler: WebhookHandler) -> None:
         registration = _Registration(source, event, handler)
         with self._lock:
-            # A module imported twice (autoreload) registers its handlers again: keep one.
+            # A module imported twice registers its handlers again: keep one. Two handlers
+            # that only share a name (two lambdas, one method of two instances) both stay.
+            identity = function_identity(handler)
             self._registrations = [
                 existing
                 for existing in self._registrations
-                if (existing.source, existing.event, existing.name)
-                != (source, event, registration.name)
+                if (existing.source, existing.event, function_identity(existing.handler))
+                != (source, event, identity)
             ]
             self._registrations.append(registration)
 

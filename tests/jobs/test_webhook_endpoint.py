@@ -16,6 +16,7 @@ from django.urls import reverse
 
 from django_qstash_jobs import JOB_TYPES, JobContext, stripe_handler, webhook_handler
 from django_qstash_jobs import webhooks as webhook_views
+from django_qstash_jobs.exceptions import PermanentJobError
 from django_qstash_jobs.jobs import webhooks
 from django_qstash_jobs.models import JobExecution, JobStatus
 
@@ -330,12 +331,16 @@ class TokenProvider(webhook_views.WebhookProvider):
         )
 
 
-def test_another_provider_plugs_in(
-    client: Client, settings: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def acme(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A provider of our own at jobs/webhooks/acme/, whose secret is "t0ken"."""
     monkeypatch.setattr(webhook_views, "PROVIDERS", dict(webhook_views.PROVIDERS))
     webhook_views.register_webhook_provider("acme", TokenProvider())
     settings.QSTASH_JOBS = {**settings.QSTASH_JOBS, "WEBHOOK_SECRETS": {"acme": "t0ken"}}
+
+
+@pytest.mark.usefixtures("acme")
+def test_another_provider_plugs_in(client: Client) -> None:
     body = json.dumps({"id": "e1", "event": "order.paid"}).encode()
 
     refused = client.post("/jobs/webhooks/acme/", body, "application/json", HTTP_X_TOKEN="x")
@@ -345,3 +350,113 @@ def test_another_provider_plugs_in(
     execution = JobExecution.objects.get()
     assert execution.payload["event"] == "order.paid"
     assert execution.idempotency_key == "webhook:acme:e1"
+
+
+@pytest.mark.usefixtures("acme")
+def test_a_provider_that_gives_no_event_id_is_refused(client: Client) -> None:
+    # With an empty id every event would be taken for a repeat of the first, and dropped.
+    body = json.dumps({"id": "", "event": "order.paid"}).encode()
+
+    response = client.post("/jobs/webhooks/acme/", body, "application/json", HTTP_X_TOKEN="t0ken")
+
+    assert response.status_code == 400
+    assert not JobExecution.objects.exists()
+
+
+def test_a_connect_event_says_which_account_it_is_for_and_when_it_was_made(
+    client: Client, handled: list[Any]
+) -> None:
+    event = {
+        **STRIPE_EVENT,
+        "account": "acct_1TenantA",
+        "created": 1_700_000_000,
+        "livemode": False,
+        "api_version": "2024-06-20",
+    }
+    body = json.dumps(event).encode()
+
+    assert post_stripe(client, body, stripe_signature(body)).status_code == 200
+
+    (payload,) = handled
+    assert (payload.account, payload.created, payload.livemode, payload.api_version) == (
+        "acct_1TenantA",
+        1_700_000_000,
+        False,
+        "2024-06-20",
+    )
+
+
+def test_stripe_event_fields_of_an_unexpected_type_are_left_out(
+    client: Client, handled: list[Any]
+) -> None:
+    event = {**STRIPE_EVENT, "account": 12, "created": True, "livemode": "no"}
+    body = json.dumps(event).encode()
+
+    assert post_stripe(client, body, stripe_signature(body)).status_code == 200
+
+    (payload,) = handled
+    assert (payload.account, payload.created, payload.livemode) == (None, None, None)
+
+
+def test_a_body_over_django_s_upload_limit_is_refused_with_413_and_a_logged_reason(
+    client: Client, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = json.dumps({"commits": ["x" * 2000]}).encode()
+
+    response = post_github(client, body)
+
+    assert response.status_code == 413
+    assert response.json() == {"error": "webhook body too large"}
+    assert "DATA_UPLOAD_MAX_MEMORY_SIZE" in caplog.text
+    assert not JobExecution.objects.exists()
+
+
+def test_a_large_body_within_a_raised_limit_is_accepted(client: Client, settings: Any) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+    body = json.dumps({"commits": ["x" * (3 * 1024 * 1024)]}).encode()
+
+    assert post_github(client, body).status_code == 200
+    assert JobExecution.objects.get().payload["data"]["commits"][0].startswith("xxx")
+
+
+def test_a_resent_event_whose_job_failed_runs_again(client: Client) -> None:
+    saved = list(webhooks.stripe_handlers._registrations)
+    broken = [True]
+    runs: list[str] = []
+
+    @stripe_handler("customer.subscription.*")
+    def on_subscription(payload: Any, ctx: JobContext) -> None:
+        runs.append(payload.event_id)
+        if broken[0]:
+            raise PermanentJobError("bug in the handler")
+
+    try:
+        body = json.dumps(STRIPE_EVENT).encode()
+        first = post_stripe(client, body, stripe_signature(body))
+        assert JobExecution.objects.get().status == JobStatus.FAILED
+        # The handler is fixed and the event resent from Stripe's dashboard: same event id.
+        broken[0] = False
+        second = post_stripe(client, body, stripe_signature(body, at=int(time.time()) + 1))
+    finally:
+        webhooks.stripe_handlers._registrations = saved
+
+    assert second.status_code == 200
+    assert second.json()["job_id"] == first.json()["job_id"]
+    execution = JobExecution.objects.get()
+    assert execution.status == JobStatus.COMPLETED
+    assert runs == [STRIPE_EVENT["id"]] * 2
+
+
+def test_a_resent_event_whose_job_was_cancelled_stays_cancelled(
+    client: Client, handled: list[Any]
+) -> None:
+    body = json.dumps(STRIPE_EVENT).encode()
+    first = post_stripe(client, body, stripe_signature(body))
+    JobExecution.objects.update(status=JobStatus.CANCELLED)
+
+    second = post_stripe(client, body, stripe_signature(body, at=int(time.time()) + 1))
+
+    assert second.json()["job_id"] == first.json()["job_id"]
+    assert JobExecution.objects.get().status == JobStatus.CANCELLED
+    assert len(handled) == 1

@@ -159,18 +159,59 @@ def test_stripe_handlers_get_the_stripe_payload() -> None:
     assert execution.result["handlers"] == [f"{__name__}.{on_subscription.__qualname__}"]
 
 
-def test_registering_a_handler_again_replaces_it() -> None:
+def appending(calls: list[str], label: str) -> Any:
+    """A handler that appends ``label`` to ``calls``: one code, told apart by what it captured."""
+
+    def handler(payload: Any, ctx: JobContext) -> None:
+        calls.append(label)
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        # The same function registered twice (its module imported again) runs once.
+        (["again", "again"], ["again"]),
+        # One factory's handlers for other targets all run.
+        (["slack", "audit"], ["slack", "audit"]),
+    ],
+)
+def test_a_handler_registered_again_replaces_it_and_another_is_added(
+    labels: list[str], expected: list[str]
+) -> None:
     calls: list[str] = []
+    for label in labels:
+        webhook_handler("github", "push")(appending(calls, label))
 
-    def make(label: str) -> Any:
-        def handler(payload: Any, ctx: JobContext) -> None:
-            calls.append(label)
-
-        return handler
-
-    # The same function registered twice (a module imported again) runs once.
-    webhook_handler("github", "push")(make("first"))
-    webhook_handler("github", "push")(make("second"))
     run(JOB_TYPES.PROCESS_WEBHOOK, {"source": "github", "event": "push"})
 
-    assert calls == ["second"]
+    assert calls == expected
+
+
+def test_two_lambdas_for_one_event_both_run() -> None:
+    calls: list[str] = []
+    webhook_handler("github", "push")(lambda payload, ctx: calls.append("slack"))
+    webhook_handler("github", "push")(lambda payload, ctx: calls.append("audit"))
+
+    run(JOB_TYPES.PROCESS_WEBHOOK, {"source": "github", "event": "push"})
+
+    assert calls == ["slack", "audit"]
+
+
+class Forwarder:
+    def __init__(self, target: str, calls: list[str]) -> None:
+        self.target, self.calls = target, calls
+
+    def handle(self, payload: Any, ctx: JobContext) -> None:
+        self.calls.append(self.target)
+
+
+def test_one_method_of_two_instances_runs_for_each() -> None:
+    calls: list[str] = []
+    stripe_handler("invoice.paid")(Forwarder("crm", calls).handle)
+    stripe_handler("invoice.paid")(Forwarder("billing", calls).handle)
+
+    run(JOB_TYPES.PROCESS_STRIPE_WEBHOOK, {"event_type": "invoice.paid"})
+
+    assert calls == ["crm", "billing"]
