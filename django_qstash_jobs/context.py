@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
+from django_qstash_jobs import storable
+
 if TYPE_CHECKING:
     from django_qstash_jobs.models import JobExecution
 
@@ -41,7 +43,8 @@ class JobContext:
         from django_qstash_jobs import statements
 
         percent = max(0, min(100, int(percent)))
-        message = message[:255]
+        # A file name from os.listdir() may hold a lone surrogate, which no text column takes.
+        message = storable.text(str(message))[:255]
         now = timezone.now()
         statements.update_if_claimed(
             self.execution,

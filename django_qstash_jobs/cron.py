@@ -218,7 +218,8 @@ def _check_zone(zone_name: str, cron: str) -> None:
         )
     try:
         ZoneInfo(zone_name)
-    except (ZoneInfoNotFoundError, ValueError):
+    # A region such as "America" is a directory of zones: IsADirectoryError, an OSError.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ScheduleError(
             f"Unknown time zone {zone_name!r} in CRON_TZ=: use an IANA zone name such as "
             "'Europe/Paris' or 'America/New_York'."

@@ -210,7 +210,7 @@ def _record_success(execution: JobExecution, result: Any) -> None:
 def _record_failure(execution: JobExecution, exc: BaseException, *, final: bool) -> None:
     now = timezone.now()
     # An exception's message may carry a NUL or a lone surrogate, which no text column takes.
-    error = storable.text(f"{type(exc).__name__}: {exc}")
+    error = storable.text(f"{type(exc).__name__}: {_message_of(exc)}")
     if isinstance(exc, SystemExit):
         # Its message is only an exit code: say what it means here.
         error += (
@@ -239,6 +239,14 @@ def _record_failure(execution: JobExecution, exc: BaseException, *, final: bool)
     else:
         logger.info("Job %s (%s) will be retried: %s", execution.job_id, execution.job_type, error)
         signals.send_lifecycle(signals.job_retrying, execution, error=error, exception=exc)
+
+
+def _message_of(exc: BaseException) -> str:
+    """``str(exc)``, or a stand-in if that raises: the failure must be recorded all the same."""
+    try:
+        return str(exc)
+    except Exception:
+        return "<its message could not be read: str() of the exception raised>"
 
 
 #: The error of a firing recorded without running, because its schedule is paused.

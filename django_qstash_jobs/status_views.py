@@ -19,12 +19,12 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AnonymousUser
 from django.core.handlers.asgi import ASGIRequest
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET
 
 from django_qstash_jobs.models import JobExecution
+from django_qstash_jobs.views import non_atomic_on_every_database
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,8 @@ def _not_found() -> JsonResponse:
 
 
 # Async views cannot run in ATOMIC_REQUESTS' transaction, which Django refuses with a 500; they
-# only read, so they opt out, as the receiver does.
-@transaction.non_atomic_requests
+# only read, so they opt out on every database, as the receiver does.
+@non_atomic_on_every_database
 @require_GET
 async def job_status(request: HttpRequest, job_id: str) -> HttpResponseBase:
     """``jobs/status/<job_id>/``: the job's :meth:`~JobExecution.as_status` as JSON."""
@@ -84,7 +84,7 @@ async def job_status(request: HttpRequest, job_id: str) -> HttpResponseBase:
     return response
 
 
-@transaction.non_atomic_requests
+@non_atomic_on_every_database
 @require_GET
 async def job_status_events(request: HttpRequest, job_id: str) -> HttpResponseBase:
     """``jobs/status/<job_id>/events/``: a ``status`` event per change, then ``done``."""

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
-from typing import Any
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, TypeVar
 
 # Exempt from LoginRequiredMiddleware (Django 5.1+): QStash cannot log in.
 from django.contrib.auth.decorators import login_not_required
-from django.db import transaction
+from django.core.cache import cache
+from django.db import connections, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
@@ -19,11 +24,17 @@ from django.views.decorators.csrf import csrf_exempt
 from django_qstash_jobs import failure_notices, statements
 from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.exceptions import SignatureError
-from django_qstash_jobs.execution import Delivery, Outcome, execute
+from django_qstash_jobs.execution import (
+    Delivery,
+    Outcome,
+    execute,
+    job_id_for_schedule_firing,
+)
 from django_qstash_jobs.failure_notices import FailureNotice, identifier
 from django_qstash_jobs.signing import verify_signature
 
 logger = logging.getLogger("django_qstash_jobs.receiver")
+V = TypeVar("V", bound=Callable[..., Any])
 
 #: What QStash is told for each outcome. 489 with ``Upstash-NonRetryable-Error`` stops retries.
 _ANSWERS: dict[Outcome, int] = {
@@ -69,9 +80,19 @@ def _retry_after(job_id: str | None) -> int:
     return max(1, math.ceil((expires - timezone.now()).total_seconds()))
 
 
-@method_decorator(
-    [csrf_exempt, login_not_required, transaction.non_atomic_requests], name="dispatch"
-)
+def non_atomic_on_every_database(view: V) -> V:
+    """Keep ``view`` out of ``ATOMIC_REQUESTS``' transaction on every database.
+
+    The receiver commits its claim, progress and outcome as it goes, on whichever database a
+    router gives the jobs; inside one request-long transaction none of them would be seen until
+    the end. Async views cannot run in that transaction at all (Django answers 500).
+    """
+    for alias in connections:
+        view = transaction.non_atomic_requests(using=alias)(view)
+    return view
+
+
+@method_decorator([csrf_exempt, login_not_required, non_atomic_on_every_database], name="dispatch")
 class ReceiveView(View):
     """Verifies a delivery's signature, then runs its job, or records QStash's failure notice.
 
@@ -83,7 +104,7 @@ class ReceiveView(View):
     def post(self, request: HttpRequest) -> HttpResponse:
         config = get_config()
         try:
-            verify_signature(
+            claims = verify_signature(
                 request.headers.get("Upstash-Signature", ""),
                 request.body,
                 keys=config.signing_keys,
@@ -103,16 +124,19 @@ class ReceiveView(View):
             return _record_notice(notice, request.body)
         delivery = _delivery(request, body)
         if delivery is None:
-            logger.error("Rejected a signed delivery whose body names no job.")
             return _answer(Outcome.REJECTED)
+        if delivery.job_id is None and _replayed_firing(claims, delivery):
+            return JsonResponse({"error": "invalid signature"}, status=401)
         try:
-            outcome = execute(delivery)
+            # A firing's row is found (or made) here, so that a busy answer can name its lease.
+            job_id = delivery.job_id or job_id_for_schedule_firing(delivery)
+            outcome = execute(replace(delivery, job_id=job_id))
         except Exception:
             # The database or our own code failed, not the handler: QStash should try again.
             # The traceback goes to the log only, even with DEBUG on.
             logger.exception("Executing delivery %s failed.", delivery.message_id)
             return JsonResponse({"status": "error"}, status=500)
-        return _answer(outcome, delivery.job_id)
+        return _answer(outcome, job_id)
 
 
 def _record_notice(notice: FailureNotice, body: bytes) -> HttpResponse:
@@ -133,9 +157,19 @@ def _delivery(request: HttpRequest, body: Any) -> Delivery | None:
         retried = int(request.headers.get("Upstash-Retried", "0"))
     except ValueError:
         return None
-    job_id = identifier(body.get("job_id")) if isinstance(body, dict) else None
-    schedule_id = request.headers.get("Upstash-Schedule-Id")
-    if job_id is None and not schedule_id:
+    fields = body if isinstance(body, dict) else {}
+    job_id = identifier(fields.get("job_id"))
+    # A firing's schedule is the one its signed body names; the Upstash-Schedule-Id header is
+    # outside the signature, and may only agree.
+    schedule_id = None if job_id else identifier(fields.get("schedule_id"))
+    if job_id is None and schedule_id is None:
+        logger.error("Rejected a signed delivery whose body names no job and no schedule.")
+        return None
+    header = request.headers.get("Upstash-Schedule-Id")
+    if schedule_id is not None and header is not None and header != schedule_id:
+        logger.warning(
+            "Rejected a firing of schedule %r delivered as schedule %r.", schedule_id, header
+        )
         return None
     return Delivery(
         job_id=job_id,
@@ -143,6 +177,32 @@ def _delivery(request: HttpRequest, body: Any) -> Delivery | None:
         retried=max(0, retried),
         schedule_id=schedule_id,
     )
+
+
+def _replayed_firing(claims: dict[str, Any], delivery: Delivery) -> bool:
+    """Whether this firing's signature was seen before on a firing with another message id.
+
+    The message id, which makes each firing a new job, is outside the signature: a captured
+    firing sent again under new ids within the token's few minutes would run the schedule's job
+    again each time. QStash signs each attempt anew, so one token belongs to one message. Held
+    in Django's cache: a shared one (Redis, the database) covers every worker.
+    """
+    token_id = claims.get("jti")
+    if not isinstance(token_id, str) or not token_id:
+        return False
+    key = "django_qstash_jobs:firing-token:" + hashlib.sha256(token_id.encode()).hexdigest()
+    lifetime = max(1, math.ceil(float(claims["exp"]) - time.time() + get_config().clock_tolerance))
+    try:
+        if cache.add(key, delivery.message_id, timeout=lifetime):
+            return False
+        replayed = bool(cache.get(key) != delivery.message_id)
+    except Exception:
+        # An unreachable cache must not stop the schedules; the signature was checked.
+        logger.exception("The cache could not be asked about firing %s.", delivery.message_id)
+        return False
+    if replayed:
+        logger.warning("Rejected a replayed firing signature (message %s).", delivery.message_id)
+    return replayed
 
 
 receive = ReceiveView.as_view()

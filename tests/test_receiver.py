@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -425,6 +425,60 @@ def test_a_result_the_database_cannot_store_fails_the_job_clearly(
     assert execution.error.startswith("PermanentJobError: ")
     reason = {"a NUL": "NUL", "a NUL in a key": "NUL", "a lone surrogate": "not valid Unicode"}
     assert reason.get(kind, "without NaN or Infinity") in execution.error
+
+
+class UnreadableError(Exception):
+    def __str__(self) -> str:  # as when __str__ reads an attribute that was never set
+        raise AttributeError("detail")
+
+
+@pytest.fixture
+def job_types() -> Iterator[Callable[..., Any]]:
+    """Register job types for one test."""
+    names: list[str] = []
+
+    def register(name: str, handler: Callable[..., Any], **options: Any) -> None:
+        register_job(name, **options)(handler)
+        names.append(name)
+
+    yield register
+    for name in names:
+        registry.unregister(name)
+
+
+def test_an_error_whose_message_cannot_be_read_is_recorded(
+    deliver: Deliver, job_types: Callable[..., Any]
+) -> None:
+    def fails(payload: Any, ctx: JobContext) -> None:
+        raise UnreadableError
+
+    job_types("unreadable_error", fails, retries=2)
+    execution = queued("unreadable_error", {})
+
+    assert deliver(body_of(execution)).status_code == 500
+
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.RETRYING
+    assert execution.error.startswith("UnreadableError: <its message could not be read")
+
+
+def test_progress_with_text_no_column_takes_is_recorded_escaped(
+    deliver: Deliver, job_types: Callable[..., Any]
+) -> None:
+    # A file name as os.listdir() gives it: a byte that is not UTF-8 becomes a lone surrogate.
+    name = b"report-\xe9.csv".decode("utf-8", "surrogateescape")
+
+    def reports_progress(payload: Any, ctx: JobContext) -> None:
+        ctx.set_progress(50, f"reading {name}\x00")
+
+    job_types("reports_progress", reports_progress, retries=0)
+    execution = queued("reports_progress", {})
+
+    assert deliver(body_of(execution)).status_code == 200
+
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.COMPLETED
+    assert execution.progress_message.startswith("reading report-")
 
 
 def test_a_result_with_an_escaped_backslash_is_no_nul(deliver: Deliver) -> None:

@@ -6,6 +6,7 @@ import base64
 import json
 import re
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from io import StringIO
 from typing import Any
 
@@ -16,6 +17,7 @@ from django.core.management.base import CommandError
 from django.db import connection, transaction
 from django.db.models.signals import pre_save
 from django.test import Client, override_settings
+from django.utils import timezone
 
 from django_qstash_jobs import job_dispatcher
 from django_qstash_jobs.checks import check_schedules
@@ -34,6 +36,7 @@ from django_qstash_jobs.transports import get_transport
 from django_qstash_jobs.transports.base import OutgoingSchedule, RemoteSchedule
 from django_qstash_jobs.transports.immediate import ImmediateTransport, clear_schedules
 from tests.concurrency import InThread, at_once
+from tests.signing_helpers import qstash_token
 from tests.testapp.models import SideEffect
 
 pytestmark = pytest.mark.django_db
@@ -389,6 +392,63 @@ def test_a_retried_firing_over_http_runs_the_same_row_again(deliver: Callable[..
     # Another firing is another job.
     deliver(body, message_id="msg_fire_2", headers=headers)
     assert JobExecution.objects.count() == 2
+
+
+def test_a_firing_runs_the_schedule_its_signed_body_names_never_the_header_s(
+    deliver: Callable[..., Any],
+) -> None:
+    # The Upstash-Schedule-Id header is outside the signature: a captured firing of one
+    # schedule must not run another by changing it.
+    a = job_dispatcher.schedule("echo", "0 2 * * *", {"message": "A"}, name="a")
+    b = job_dispatcher.schedule("echo", "0 3 * * *", {"message": "B"}, name="b")
+    signed_for_a = {"schedule_id": a, "job_type": "echo"}
+
+    swapped = deliver(signed_for_a, message_id="msg_a", headers={"Upstash-Schedule-Id": b})
+    no_header = deliver(signed_for_a, message_id="msg_a2")
+
+    assert swapped.status_code == 489
+    assert no_header.status_code == 200
+    (execution,) = JobExecution.objects.all()
+    assert execution.schedule is not None and execution.schedule.schedule_id == a
+    assert execution.result is not None and execution.result["echo"] == "A"
+
+
+def test_a_firing_s_signature_sent_again_under_new_message_ids_runs_nothing_more(
+    deliver: Callable[..., Any],
+) -> None:
+    schedule_id = job_dispatcher.schedule("echo", "0 2 * * *", {"message": "A"}, name="a")
+    body = json.dumps({"schedule_id": schedule_id, "job_type": "echo"}).encode()
+    token = qstash_token(body)
+    headers = {"Upstash-Schedule-Id": schedule_id}
+
+    answers = [
+        deliver(body, token=token, message_id=message_id, headers=headers).status_code
+        for message_id in ("msg_1", "msg_1", "msg_forged_2", "msg_forged_3")
+    ]
+
+    # The same message again is a redelivery, acknowledged; another message id is a replay.
+    assert answers == [200, 200, 401, 401]
+    assert JobExecution.objects.count() == 1
+    assert SideEffect.objects.filter(label="echo").count() == 1
+
+
+def test_a_busy_firing_is_told_to_come_back_when_its_lease_ends(
+    deliver: Callable[..., Any],
+) -> None:
+    schedule_id = job_dispatcher.schedule("echo", "0 2 * * *", {"message": "A"}, name="a")
+    body = {"schedule_id": schedule_id, "job_type": "echo"}
+    headers = {"Upstash-Schedule-Id": schedule_id}
+    assert deliver(body, message_id="msg_f", headers=headers).status_code == 200
+    # As if the delivery that claimed it had died: running, with 290 s of lease left.
+    JobExecution.objects.update(
+        status=JobStatus.RUNNING, lease_expires_at=timezone.now() + timedelta(seconds=290)
+    )
+
+    response = deliver(body, message_id="msg_f", retried=1, headers=headers)
+
+    # Not the few seconds of a job not recorded yet: QStash would spend its retries meanwhile.
+    assert response.status_code == 503
+    assert 280 <= int(response["Retry-After"]) <= 290
 
 
 def test_a_paused_schedule_fired_by_qstash_is_recorded_cancelled_without_running(
