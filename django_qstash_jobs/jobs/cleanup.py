@@ -129,6 +129,9 @@ def cleanup(
         if progress is not None and total:
             done = min(report.executions_deleted, total)
             progress(min(90, done * 90 // total), f"{done}/{total} jobs deleted")
+    # A day's margin: a file is written when its job finishes, and a job that finished after
+    # the cutoff keeps its file.
+    report.files_deleted += files.delete_written_before((cutoff - timedelta(days=1)).date())
     for name, hook in list(_hooks.items()):
         report.hooks[name] = int(hook(cutoff) or 0)
     return report

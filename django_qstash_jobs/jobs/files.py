@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from datetime import date
 from typing import IO, Any
 
 from django.core.files import File
@@ -58,3 +59,48 @@ def delete(names: Iterable[str]) -> int:
             storage.delete(name)
             deleted += 1
     return deleted
+
+
+def delete_written_before(day: date) -> int:
+    """Delete the files this package wrote in day folders before ``day``; return how many.
+
+    Cleanup deletes the file each expired row names; this finds those no row names: the file of
+    a run that lost its claim (another delivery took the job over) or whose outcome could not be
+    recorded, and what a worker killed mid-upload left. A storage that cannot list is skipped.
+    """
+    storage = get_storage()
+    deleted = 0
+    try:
+        for folder in _day_folders_before(storage, day):
+            for name in _listdir(storage, folder)[1]:
+                storage.delete(f"{folder}/{name}")
+                deleted += 1
+    except NotImplementedError:
+        pass
+    return deleted
+
+
+def _day_folders_before(storage: Storage, day: date) -> Iterator[str]:
+    """The ``qstash_jobs/<kind>/YYYY/MM/DD`` folders of :func:`file_name` dated before ``day``."""
+    for kind in _listdir(storage, PREFIX)[0]:
+        for year in _numbered(_listdir(storage, f"{PREFIX}/{kind}")[0]):
+            for month in _numbered(_listdir(storage, f"{PREFIX}/{kind}/{year}")[0]):
+                folder = f"{PREFIX}/{kind}/{year}/{month}"
+                for day_of_month in _numbered(_listdir(storage, folder)[0]):
+                    try:
+                        written = date(int(year), int(month), int(day_of_month))
+                    except ValueError:  # not a date: no folder of ours
+                        continue
+                    if written < day:
+                        yield f"{folder}/{day_of_month}"
+
+
+def _listdir(storage: Storage, path: str) -> tuple[list[str], list[str]]:
+    try:
+        return storage.listdir(path)
+    except FileNotFoundError:
+        return [], []
+
+
+def _numbered(names: list[str]) -> list[str]:
+    return [name for name in names if name.isascii() and name.isdigit()]

@@ -205,3 +205,28 @@ def test_a_retention_setting_of_zero_deletes_nothing(settings: Any) -> None:
     assert execution.status == JobStatus.FAILED
     assert "RETENTION_DAYS" in execution.error
     assert JobExecution.objects.filter(pk=kept.pk).exists()
+
+
+def test_files_no_row_names_are_deleted_once_their_day_is_past_retention(
+    storage: FileSystemStorage,
+) -> None:
+    # The file of a run that lost its claim, or of a worker killed after the upload: no row
+    # names it, so only the day folder it was written in tells its age.
+    def written(days_ago: int, name: str) -> str:
+        day = timezone.now() - timedelta(days=days_ago)
+        return storage.save(f"qstash_jobs/exports/{day:%Y/%m/%d}/{name}", ContentFile(b"x"))
+
+    orphans = [written(45, "lost-claim.csv"), written(32, "killed.csv")]
+    # A day's margin: a job that finished just after the cutoff may have saved its file the
+    # day before.
+    recent = [written(31, "day-before-the-cutoff.csv"), written(2, "recent.csv")]
+    not_ours = [
+        storage.save("qstash_jobs/exports/notes/old.csv", ContentFile(b"x")),
+        storage.save("elsewhere/2020/01/01/contract.pdf", ContentFile(b"x")),
+    ]
+
+    report = cleanup.cleanup(30)
+
+    assert report.files_deleted == 2
+    assert not any(storage.exists(name) for name in orphans)
+    assert all(storage.exists(name) for name in recent + not_ours)
