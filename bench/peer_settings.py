@@ -19,3 +19,6 @@ if importlib.util.find_spec("django_qstash"):
     DJANGO_QSTASH_WEBHOOK_PATH = "/qstash/webhook/"
     # Deliveries here are signed for http://; its default rewrites the URL to https://.
     DJANGO_QSTASH_FORCE_HTTPS = False
+    # It imports every app's tasks module at start; the test app's declares its tasks for our
+    # Tasks backend, which must then be the default one.
+    TASKS = {"default": {"BACKEND": "django_qstash_jobs.tasks.QStashBackend"}}
