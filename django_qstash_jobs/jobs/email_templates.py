@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal
+from email.headerregistry import AddressHeader
 from typing import Annotated, Any
 
 from django.conf import settings
@@ -30,6 +31,9 @@ from django_qstash_jobs.naming import snake_case
 
 _validate_url = URLValidator(schemes=["http", "https"])
 _BLANK_LINES = re.compile(r"\n{3,}")
+#: The longest address SMTP carries (RFC 5321's 256-character path less its angle brackets);
+#: also the length of ``EmailDelivery.recipient``.
+MAX_ADDRESS_LENGTH = 254
 
 
 def _http_url(value: str) -> str:
@@ -40,6 +44,45 @@ def _http_url(value: str) -> str:
     except DjangoValidationError:
         raise ValueError(f"{value!r} is not an http(s) URL") from None
     return value
+
+
+def check_address(value: str) -> str:
+    """``value`` without surrounding blanks, if Django's SMTP backend can send to it.
+
+    The rules of its ``prep_address``: one bare address the parser reads without a defect
+    (``a..b@`` and ``a,b@`` have one), an ASCII local part, a domain IDNA can encode. An address
+    accepted at enqueue is then never refused for its form when the job runs. Raises ValueError.
+    """
+    value = value.strip()
+    if len(value) > MAX_ADDRESS_LENGTH:
+        raise ValueError(f"An email address has at most {MAX_ADDRESS_LENGTH} characters.")
+    envelope = envelope_address(value)
+    if envelope is None:
+        raise ValueError(f"{value!r} is not an email address")
+    if len(envelope) > MAX_ADDRESS_LENGTH:
+        raise ValueError(
+            f"{value!r} is longer than {MAX_ADDRESS_LENGTH} characters once its domain is encoded"
+        )
+    return value
+
+
+def envelope_address(value: str) -> str | None:
+    """The ASCII address an SMTP server is given for ``value``; None if it has none."""
+    parsed = AddressHeader.value_parser(value)
+    if parsed.all_defects or len(parsed.all_mailboxes) != 1:
+        return None
+    mailbox = parsed.all_mailboxes[0]
+    # A display name, a comment or blanks make addr_spec differ: only the bare address is one.
+    if mailbox.addr_spec != value or not mailbox.local_part.isascii():
+        return None
+    try:
+        domain = mailbox.domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+    # A domain without a dot ("user@localhost") is a typo far more often than an address.
+    if "." not in domain:
+        return None
+    return f"{value.rpartition('@')[0]}@{domain}"
 
 
 def _snake(key: Any) -> Any:
@@ -55,6 +98,8 @@ def _money(value: Any) -> Any:
 
 #: An absolute http(s) URL, kept exactly as given.
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
+#: An address Django can send to (see :func:`check_address`).
+EmailAddress = Annotated[str, AfterValidator(check_address)]
 #: An amount as the recipient reads it ("29.99"); numbers are accepted.
 Money = Annotated[str, BeforeValidator(_money), Field(min_length=1, max_length=50)]
 
@@ -70,7 +115,7 @@ class EmailContext(BaseModel):
     recipient_name: str = Field(min_length=1, max_length=200)
     #: Shown in the header and footer; without it the emails say nothing about the sender.
     product_name: str | None = Field(default=None, max_length=200)
-    support_email: str | None = Field(default=None, max_length=254)
+    support_email: EmailAddress | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -99,7 +144,7 @@ class PasswordChangedContext(EmailContext):
 
 
 class EmailChangeContext(EmailContext):
-    new_email: str = Field(min_length=3, max_length=254)
+    new_email: EmailAddress
     confirmation_url: HttpUrl
 
 

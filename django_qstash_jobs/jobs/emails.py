@@ -9,6 +9,10 @@ An email the server refused (its recipient, or its content) is ``rejected`` and 
 leave it alone; a manual ``job_dispatcher.retry`` tries it again, as it does an email whose
 template was missing. A mail server that cannot be reached or logged in to is the site's
 problem, not the email's: the attempt stops there, and every email not sent waits for the next.
+
+A delivery whose lease ran out while it was sending (another delivery took the job over) sends
+nothing more: each email is marked ``sending`` only if this delivery still holds the job and the
+email's record is still as this delivery read it.
 """
 
 from __future__ import annotations
@@ -27,26 +31,31 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import make_msgid
 from django.core.mail.utils import DNS_NAME
 from django.template import TemplateDoesNotExist, TemplateSyntaxError
+from django.utils import timezone
 
-from django_qstash_jobs import storable
+from django_qstash_jobs import statements, storable
 from django_qstash_jobs.context import JobContext
 from django_qstash_jobs.exceptions import EmailsNotSent, PermanentJobError
-from django_qstash_jobs.jobs.email_templates import render_email
+from django_qstash_jobs.jobs.email_templates import envelope_address, render_email
 from django_qstash_jobs.jobs.schemas import SendBatchEmailsPayload, SendEmailPayload
-from django_qstash_jobs.models import EmailDelivery, EmailDeliveryStatus
+from django_qstash_jobs.models import EmailDelivery, EmailDeliveryStatus, JobStatus
 from django_qstash_jobs.registry import JOB_TYPES, register_job
 
 logger = logging.getLogger("django_qstash_jobs")
 
 
 def _refused_errors() -> tuple[type[Exception], ...]:
-    """Errors saying a recipient was refused: resending cannot help."""
-    refused: tuple[type[Exception], ...] = (smtplib.SMTPRecipientsRefused,)
+    """Errors saying a recipient was refused: resending cannot help.
+
+    A ValueError is Django's "Invalid address" (and anymail's AnymailInvalidAddress): the
+    message could not even be prepared, and the same message fails the same way every time.
+    """
+    refused: tuple[type[Exception], ...] = (smtplib.SMTPRecipientsRefused, ValueError)
     try:  # django-anymail is optional.
         anymail = importlib.import_module("anymail.exceptions")
     except ImportError:
         return refused
-    return (*refused, anymail.AnymailRecipientsRefused, anymail.AnymailInvalidAddress)
+    return (*refused, anymail.AnymailRecipientsRefused)
 
 
 _REFUSED = _refused_errors()
@@ -57,6 +66,14 @@ _BROKEN_TEMPLATE = (TemplateDoesNotExist, TemplateSyntaxError)
 _SENT_OR_MAYBE = (EmailDeliveryStatus.SENT, EmailDeliveryStatus.UNKNOWN)
 #: Dealt with by an earlier attempt: QStash's retries do not send these again.
 _SETTLED = (*_SENT_OR_MAYBE, EmailDeliveryStatus.REJECTED)
+#: What an ESP (through django-anymail) may say of one recipient, and what it means here. "failed"
+#: is "not sent, for another reason" (Unisender Go's "temporary_unavailable"): sent again later.
+_ESP_RECIPIENT_OUTCOMES = {
+    "invalid": EmailDeliveryStatus.REJECTED,
+    "rejected": EmailDeliveryStatus.REJECTED,
+    "failed": EmailDeliveryStatus.FAILED,
+}
+_MESSAGE_ID_LENGTH = EmailDelivery._meta.get_field("message_id").max_length or 255
 
 
 def build_message(
@@ -92,11 +109,41 @@ def open_mailer() -> BaseEmailBackend:
     return mail.get_connection()
 
 
-def _message_id(message: EmailMultiAlternatives) -> str:
+def _recipient_status(message: EmailMultiAlternatives, to: str) -> Any | None:
+    """django-anymail's status of ``to`` itself (not of a cc or bcc); None without one."""
+    recipients = getattr(getattr(message, "anymail_status", None), "recipients", None) or {}
+    if to in recipients:
+        return recipients[to]
+    # The ESP may answer with the address lowercased, or with its domain IDNA-encoded.
+    wanted = {to.casefold(), (envelope_address(to) or to).casefold()}
+    return next(
+        (status for address, status in recipients.items() if address.casefold() in wanted), None
+    )
+
+
+def _message_id(message: EmailMultiAlternatives, to: str) -> str:
+    """The id the email to ``to`` was sent with: the ESP's, else the Message-ID header."""
     status = getattr(message, "anymail_status", None)
-    if status is not None and status.message_id is not None:
-        return str(status.message_id)
-    return str(message.extra_headers.get("Message-ID", ""))
+    recipient = _recipient_status(message, to)
+    if recipient is not None and recipient.message_id is not None:
+        message_id = str(recipient.message_id)
+    elif status is not None and isinstance(status.message_id, str):
+        message_id = status.message_id
+    elif status is not None and status.message_id is not None:
+        # One id per recipient (a set) and none found for ``to``: none of them is its own.
+        message_id = ""
+    else:
+        message_id = str(message.extra_headers.get("Message-ID", ""))
+    if len(message_id) > _MESSAGE_ID_LENGTH:
+        logger.warning("Message id %r is too long to record; it is not kept.", message_id)
+        return ""
+    return message_id
+
+
+def _esp_outcome(message: EmailMultiAlternatives, to: str) -> str | None:
+    """``rejected`` or ``failed`` when the ESP accepted the message but not for ``to``."""
+    recipient = _recipient_status(message, to)
+    return None if recipient is None else _ESP_RECIPIENT_OUTCOMES.get(recipient.status)
 
 
 def _is_refusal(exc: Exception) -> bool:
@@ -155,8 +202,10 @@ def _send(
     try:
         message = build_message(payload, connection)
     except _BROKEN_TEMPLATE as exc:
-        record = _start(ctx, position, payload, record)
-        return _settle(record, EmailDeliveryStatus.REJECTED, error=_describe(exc))
+        started = _start(ctx, position, payload, record)
+        if started is None:
+            return _recorded(ctx, position)
+        return _settle(started, EmailDeliveryStatus.REJECTED, error=_describe(exc))
     try:
         connection.open()
     except Exception as exc:
@@ -165,7 +214,10 @@ def _send(
             f"Could not connect to the email backend ({_describe(exc)}); no further email was "
             "sent in this attempt, and the next attempt sends every email not sent yet."
         ) from exc
-    record = _start(ctx, position, payload, record)
+    started = _start(ctx, position, payload, record)
+    if started is None:
+        return _recorded(ctx, position)
+    record = started
     try:
         sent = connection.send_messages([message])
     except Exception as exc:
@@ -178,15 +230,41 @@ def _send(
         return _settle(
             record, EmailDeliveryStatus.REJECTED, error="The email backend sent nothing."
         )
-    return _settle(record, EmailDeliveryStatus.SENT, message_id=_message_id(message))
+    return _settle_handed_over(record, message, payload.to)
+
+
+def _settle_handed_over(
+    record: EmailDelivery, message: EmailMultiAlternatives, to: str
+) -> EmailDelivery:
+    """The backend took the email: it is sent, unless the ESP reported ``to`` itself as not.
+
+    django-anymail raises only when every recipient is refused; one refused ``to`` with a
+    ``bcc`` accepted is reported per recipient instead.
+    """
+    esp_outcome = _esp_outcome(message, to)
+    if esp_outcome is not None:
+        return _settle(
+            record, esp_outcome, error=f"The email service reported {to} as {esp_outcome}."
+        )
+    return _settle(record, EmailDeliveryStatus.SENT, message_id=_message_id(message, to))
 
 
 def _start(
     ctx: JobContext, position: int, payload: SendEmailPayload, record: EmailDelivery | None
-) -> EmailDelivery:
-    # Written (and committed: jobs run in autocommit) before the backend is called, so a crash
-    # mid-send is visible to the next attempt.
+) -> EmailDelivery | None:
+    """Mark the email ``sending``; None if another delivery changed its record meanwhile.
+
+    Written (and committed: jobs run in autocommit) before the backend is called, so a crash
+    mid-send is visible to the next attempt.
+    """
+    if not _holds_claim(ctx):
+        raise EmailsNotSent(
+            "This delivery's lease ran out and another delivery took the job over; the emails "
+            "not sent yet are that delivery's to send."
+        )
     if record is None:
+        # Should another delivery have recorded this email first, the unique (execution,
+        # position) constraint refuses this row, and the email is not sent from here.
         return EmailDelivery.objects.create(
             execution_id=ctx.execution.pk,
             position=position,
@@ -194,7 +272,35 @@ def _start(
             template=payload.template,
             status=EmailDeliveryStatus.SENDING,
         )
-    return _settle(record, EmailDeliveryStatus.SENDING, error="")
+    # Only from the status this delivery read: a delivery that took the job over may have
+    # sent the email since, and it must not go twice.
+    changed = EmailDelivery.objects.filter(pk=record.pk, status=record.status).update(
+        status=EmailDeliveryStatus.SENDING, error="", updated_at=timezone.now()
+    )
+    if not changed:
+        return None
+    record.status, record.error = EmailDeliveryStatus.SENDING, ""
+    return record
+
+
+def _recorded(ctx: JobContext, position: int) -> EmailDelivery:
+    """The email's record as another delivery, which dealt with it meanwhile, left it."""
+    return EmailDelivery.objects.get(execution_id=ctx.execution.pk, position=position)
+
+
+def _holds_claim(ctx: JobContext) -> bool:
+    """Whether this delivery still holds the job, as ``statements.update_if_claimed`` checks."""
+    execution = ctx.execution
+    return (
+        statements.job_rows()
+        .filter(
+            pk=execution.pk,
+            status=JobStatus.RUNNING,
+            attempts=execution.attempts,
+            started_at=execution.started_at,
+        )
+        .exists()
+    )
 
 
 def _settle(

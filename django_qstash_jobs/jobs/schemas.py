@@ -6,7 +6,6 @@ is accepted too and stored as snake_case. Unknown keys are errors, so a typo nev
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from typing import Any, Literal, get_args
 
@@ -14,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic.alias_generators import to_camel
 
 from django_qstash_jobs.exports import export_registry
-from django_qstash_jobs.jobs.email_templates import validate_context
+from django_qstash_jobs.jobs.email_templates import check_address, validate_context
 from django_qstash_jobs.naming import snake_case
 from django_qstash_jobs.reports import report_registry
 
@@ -29,8 +28,6 @@ EmailTemplate = Literal[
 ]
 #: The template names, in the order of the original usage guide.
 EMAIL_TEMPLATES: tuple[str, ...] = get_args(EmailTemplate)
-# Deliberately loose: the mail server is the judge; this catches blanks and obvious typos.
-_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 
 
 class Payload(BaseModel):
@@ -39,13 +36,6 @@ class Payload(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
     )
-
-
-def _check_address(value: str) -> str:
-    value = value.strip()
-    if not _EMAIL.match(value):
-        raise ValueError(f"{value!r} is not an email address")
-    return value
 
 
 class SendEmailPayload(Payload):
@@ -60,12 +50,12 @@ class SendEmailPayload(Payload):
     @field_validator("to", "from_email")
     @classmethod
     def _address(cls, value: str | None) -> str | None:
-        return None if value is None else _check_address(value)
+        return None if value is None else check_address(value)
 
     @field_validator("reply_to", "cc", "bcc")
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:
-        return [_check_address(address) for address in value]
+        return [check_address(address) for address in value]
 
     @field_validator("data")
     @classmethod

@@ -14,6 +14,7 @@ from django.core.mail import EmailMultiAlternatives
 from django_qstash_jobs import emails, get_job_execution_by_job_id
 from django_qstash_jobs.exceptions import JobValidationError
 from django_qstash_jobs.models import JobExecution, JobStatus
+from django_qstash_jobs.naming import snake_case
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -172,6 +173,26 @@ def test_links_must_be_http_urls(url: str) -> None:
         emails.send_password_reset_email_async(
             {"to": "user@example.com", "recipient_name": "John", "reset_url": url}
         )
+
+
+@pytest.mark.parametrize(
+    ("key", "address"),
+    [
+        ("new_email", "not an address"),
+        ("new_email", "a..b@example.com"),
+        ("newEmail", "josé@example.com"),
+        ("support_email", "help@@example.com"),
+        ("supportEmail", "x" * 243 + "@example.com"),
+    ],
+)
+def test_addresses_in_the_context_are_checked_as_the_recipient_is(key: str, address: str) -> None:
+    _, context, _ = TEMPLATES["emailChange"]
+
+    with pytest.raises(JobValidationError) as caught:
+        emails.send_email_change_email_async({"to": "user@example.com", **context, key: address})
+
+    assert {error["field"] for error in caught.value.errors} == {f"data.{snake_case(key)}"}
+    assert not JobExecution.objects.exists()
 
 
 def test_optional_context_adds_its_part() -> None:
