@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote
 
-from .context import Context, body_filters, filters, int_param, query_filters
+from .context import Context, body_filters, filters, int_param, query_filters, reject_unknown
 from .db import Where
 from .destinations import Destination, check_name, parse_destination, read_publish
 from .engine import Published
@@ -17,7 +17,7 @@ from .router import Router
 from .serialize import message_json
 from .store_messages import get_message
 
-# Body/query filter name -> messages column.
+# Body/query filter name -> messages column, or an SQL expression over one.
 _CANCEL_FILTERS = {
     "url": "url",
     "topicName": "topic",
@@ -27,8 +27,15 @@ _CANCEL_FILTERS = {
     "callerIP": "caller_ip",
     "label": "label",
     "flowControlKey": "flow_key",
+    # Parts of the destination URL (qstash-js): the host name in any case and any port, and
+    # the path as published.
+    "host": "url_host(url) COLLATE NOCASE",
+    "path": "url_path(url)",
 }
 _CANCEL_NAMES = [*_CANCEL_FILTERS, "fromDate", "toDate"]
+# Everything a bulk cancel's body may hold; its query string may carry the token too.
+_CANCEL_BODY_KEYS = frozenset([*_CANCEL_NAMES, "messageIds", "count"])
+_CANCEL_QUERY_KEYS = _CANCEL_BODY_KEYS | {"qstash_token"}
 
 
 def _options(ctx: Context, headers: Headers) -> PublishOptions:
@@ -81,28 +88,7 @@ def register(router: Router, ctx: Context) -> None:
         return Response(200)
 
     def cancel_many(request: Request, args: dict[str, str]) -> Response:
-        where = Where()
-        limit: int | None = None
-        if request.body.strip():
-            data = request.json()
-            if not isinstance(data, dict):
-                raise bad_request("body must be a JSON object")
-            ids = data.get("messageIds")
-            if ids is not None:
-                if not isinstance(ids, list):
-                    raise bad_request("messageIds must be an array")
-                where.any_of("id", [str(i) for i in ids] or [""])
-            else:
-                filters(where, body_filters(data, _CANCEL_NAMES), _CANCEL_FILTERS, "created_ms")
-            limit = int_param(data.get("count"), "count")
-        else:
-            ids = request.param_list("messageIds")
-            if ids:
-                where.any_of("id", ids)
-            else:
-                found = query_filters(request, _CANCEL_NAMES)
-                filters(where, found, _CANCEL_FILTERS, "created_ms")
-            limit = int_param(request.param("count"), "count")
+        where, limit = _cancel_selection(request)
         return json_response({"cancelled": engine.cancel(where, limit)})
 
     router.add("POST", r"/v2/publish/(?P<dest>.+)", publish)
@@ -111,6 +97,48 @@ def register(router: Router, ctx: Context) -> None:
     router.add("GET", r"/v2/messages/(?P<id>[^/]+)", get)
     router.add("DELETE", r"/v2/messages/(?P<id>[^/]+)", cancel)
     router.add("DELETE", r"/v2/messages/?", cancel_many)
+
+
+def _cancel_selection(request: Request) -> tuple[Where, int | None]:
+    """The messages a bulk cancel is about (body or query form), and at most how many."""
+    if request.body.strip():
+        return _cancel_body_selection(request.json())
+    return _cancel_query_selection(request)
+
+
+def _cancel_body_selection(data: Any) -> tuple[Where, int | None]:
+    if not isinstance(data, dict):
+        raise bad_request("body must be a JSON object")
+    reject_unknown(data, _CANCEL_BODY_KEYS)
+    where = Where()
+    ids = data.get("messageIds")
+    if ids is not None:
+        if not isinstance(ids, list):
+            raise bad_request("messageIds must be an array")
+        where.any_of("id", [str(i) for i in ids] or [""])
+    else:
+        filters(where, body_filters(data, _CANCEL_NAMES), _CANCEL_FILTERS, "created_ms")
+    return where, _cancel_count(data.get("count"))
+
+
+def _cancel_query_selection(request: Request) -> tuple[Where, int | None]:
+    reject_unknown((name for name, _ in request.params), _CANCEL_QUERY_KEYS)
+    where = Where()
+    ids = request.param_list("messageIds")
+    if ids:
+        where.any_of("id", ids)
+    else:
+        filters(where, query_filters(request, _CANCEL_NAMES), _CANCEL_FILTERS, "created_ms")
+    return where, _cancel_count(request.param("count"))
+
+
+def _cancel_count(value: Any) -> int | None:
+    """The ``count`` of a bulk cancel: absent (no limit) or a number that is not negative."""
+    count = int_param(value, "count")
+    if count is not None and count < 0:
+        # SQLite reads a negative LIMIT as no limit at all.
+        raise bad_request(f"invalid count: {value!r} is negative")
+    return count
 
 
 def _batch_item(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,3 +99,14 @@ def query_filters(request: Request, names: list[str]) -> dict[str, list[str]]:
 def body_filters(data: dict[str, Any], names: list[str]) -> dict[str, list[str]]:
     """Read the listed filters from a JSON body."""
     return {name: as_list(data.get(name)) for name in names if data.get(name) is not None}
+
+
+def reject_unknown(given: Iterable[str], known: Collection[str]) -> None:
+    """Raise a 400 naming the first of ``given`` that is not in ``known``.
+
+    For calls acting on everything their filters match: a filter this server does not know,
+    ignored, would widen the call to every message.
+    """
+    for name in given:
+        if name not in known:
+            raise bad_request(f"unknown filter {name!r}")

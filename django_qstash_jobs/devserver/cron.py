@@ -43,7 +43,9 @@ def parse_cron(expression: str) -> Cron:
     if match:
         try:
             zone = ZoneInfo(match.group(1))
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+            # OSError: a name of a directory of the zone database (a region, "America") is
+            # opened as a file and fails with IsADirectoryError.
             raise ValueError(f"invalid cron timezone: {match.group(1)}") from exc
         text = match.group(2).strip()
     fields = text.split()

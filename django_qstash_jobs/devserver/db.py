@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -115,6 +116,24 @@ class Where:
         return " WHERE " + " AND ".join(self.parts) if self.parts else ""
 
 
+def url_host(url: str | None) -> str | None:
+    """The host name of a stored URL (lower case, without port), as the SQL ``url_host``."""
+    try:
+        return urlsplit(url).hostname if url else None
+    except ValueError:
+        # An exception in an SQL function fails the whole query: a URL that does not split
+        # just matches no host.
+        return None
+
+
+def url_path(url: str | None) -> str | None:
+    """The path of a stored URL, raw as published, as the SQL ``url_path``."""
+    try:
+        return urlsplit(url).path if url else None
+    except ValueError:
+        return None
+
+
 class Database:
     """The shared connection; every use goes through ``transaction`` or ``read``."""
 
@@ -125,6 +144,9 @@ class Database:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA busy_timeout=5000")
+        # Filters on parts of a destination URL (bulk cancel's host and path).
+        self._conn.create_function("url_host", 1, url_host, deterministic=True)
+        self._conn.create_function("url_path", 1, url_path, deterministic=True)
         with self.transaction() as conn:
             for statement in SCHEMA.split(";"):
                 if statement.strip():

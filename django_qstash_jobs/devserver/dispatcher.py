@@ -153,7 +153,8 @@ class Dispatcher:
                 else:
                     self._leader = True
                     timeout = max(0.0, (self._heap[0][0] - now_ms()) / 1000) + 0.001
-                    self._clock.wait(timeout)
+                    # Longer waits raise OverflowError; a new earlier message wakes it anyway.
+                    self._clock.wait(min(timeout, threading.TIMEOUT_MAX))
                     self._leader = False
             return None
 

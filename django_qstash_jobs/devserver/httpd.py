@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import socket
 import threading
 from collections.abc import Callable
@@ -26,6 +27,10 @@ log = logging.getLogger("django_qstash_jobs.devserver")
 # A body over the limit is read and thrown away (so the client gets its 413 instead of a
 # broken pipe) unless it is larger than this; then the connection is closed.
 _DISCARD_LIMIT = 256 * 1024 * 1024
+
+# A chunk size is hex digits only: int(..., 16) also takes a sign, "0x" and underscores, and a
+# negative size would read to the end of the connection, past the body limit.
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
 
 
 class _BodyCutShort(Exception):
@@ -62,9 +67,25 @@ class Request:
     def json(self) -> Any:
         """The body parsed as JSON, or a 400."""
         try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
+            data = json.loads(self.body)
+            _check_encodable(self.body, data)
+        except UnicodeEncodeError:
+            raise ApiError(400, "request body holds text that is not valid UTF-8") from None
+        except (ValueError, RecursionError):
+            # RecursionError: nested deeper than the parser goes, which no API call needs.
             raise ApiError(400, "request body is not valid JSON") from None
+        return data
+
+
+def _check_encodable(raw: bytes, data: Any) -> None:
+    """Raise UnicodeEncodeError unless every string parsed from ``raw`` can be UTF-8 encoded.
+
+    A JSON escape can spell a lone surrogate ("\\ud800"), which no store, header or delivery
+    can carry: refused with the request, it never becomes a message that fails forever.
+    """
+    if raw.isascii() and b"\\u" not in raw:
+        return  # ASCII text without escapes parses to ASCII strings: nothing to look for
+    json.dumps(data, ensure_ascii=False).encode("utf-8")
 
 
 @dataclass
@@ -196,12 +217,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts: list[bytes] = []
         total = 0
         while True:
-            line = self.rfile.readline(1024)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                self.close_connection = True
-                raise ApiError(400, "invalid chunked body") from None
+            size = self._chunk_size(self.rfile.readline(1024))
             if size == 0:
                 while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                     pass
@@ -216,6 +232,13 @@ class _Handler(BaseHTTPRequestHandler):
             parts.append(part)
             self.rfile.readline(1024)
         return b"".join(parts)
+
+    def _chunk_size(self, line: bytes) -> int:
+        digits = line.split(b";", 1)[0].strip()
+        if not _CHUNK_SIZE.fullmatch(digits):
+            self.close_connection = True
+            raise ApiError(400, "invalid chunked body")
+        return int(digits, 16)
 
     def _write(self, response: Response) -> None:
         try:

@@ -230,8 +230,8 @@ def _callback_header(config: CallbackConfig, prefix: str, rest: str, value: str)
         _callback_setting(config, prefix, rest.lower(), value)
     elif rest:
         # qstash-py turns callback_headers={"X": ..} into Upstash-Callback-X (no Forward-);
-        # forwarding those too is what its users expect.
-        add_value(config.headers, rest, value)
+        # forwarding those too is what its users expect, checked as every forwarded header is.
+        add_value(config.headers, *_forwardable(rest, value))
 
 
 def parse_options(headers: Headers, default_retries: int = DEFAULT_RETRIES) -> PublishOptions:

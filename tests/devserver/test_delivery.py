@@ -305,3 +305,51 @@ def test_credentials_in_the_url_become_the_one_authorization_header(
     (got,) = destination.wait_for(1, "/private")
     expected = "Basic " + base64.b64encode(b"ada:s@cret").decode()
     assert got.headers.get_all("Authorization") == [expected]
+
+
+def _trickle_a_known_length(conn: socket.socket, seen: list[bytes]) -> None:
+    # Announces 40 bytes and sends one every 0.2 s: each wait is short, the whole takes 8 s.
+    request = _read_request(conn)
+    if not request:
+        return
+    seen.append(request)
+    try:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n")
+        for _ in range(40):
+            time.sleep(0.2)
+            conn.sendall(b"x")
+    except OSError:
+        return  # the attempt gave up and closed the connection
+
+
+def test_a_response_trickled_under_its_content_length_times_out(
+    make_server: Callable[..., DevServer],
+) -> None:
+    with _stand_in(_trickle_a_known_length) as (base_url, seen):
+        server = make_server()
+        client = QStash(server.token, base_url=server.url, retry=False)
+        start = time.monotonic()
+        client.message.publish_json(url=f"{base_url}/trickle", body={}, retries=0, timeout="1s")
+        entries = wait_until(lambda: client.dlq.list().messages, timeout=15, what="dlq entry")
+        assert time.monotonic() - start < 4
+        assert entries[0].response_status == 0
+        assert len(seen) == 1
+
+
+def _answer_short_of_the_content_length(conn: socket.socket, seen: list[bytes]) -> None:
+    request = _read_request(conn)
+    if request:
+        seen.append(request)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok")
+
+
+def test_a_response_cut_short_of_its_content_length_is_a_failed_attempt(
+    make_server: Callable[..., DevServer],
+) -> None:
+    with _stand_in(_answer_short_of_the_content_length) as (base_url, seen):
+        server = make_server()
+        client = QStash(server.token, base_url=server.url, retry=False)
+        client.message.publish_json(url=f"{base_url}/short", body={}, retries=0)
+        entries = wait_until(lambda: client.dlq.list().messages, what="dlq entry")
+        assert entries[0].response_status == 0
+        assert len(seen) == 1

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -82,6 +84,10 @@ def test_bad_headers_are_400(
         ("Upstash-Forward-X-Trace", "a\nb", "control characters"),
         ("Upstash-Forward-X-Price", "10 €", "only Latin-1 text"),
         ("Upstash-Callback-Forward-X-Trace", "a\rb", "control characters"),
+        # qstash-py's callback_headers form, without Forward-: forwarded all the same.
+        ("Upstash-Callback-X-Note", "line one\r\nline two", "control characters"),
+        ("Upstash-Failure-Callback-X-Note", "10 €", "only Latin-1 text"),
+        ("Upstash-Callback-X Note", "x", "invalid forwarded header name"),
     ],
 )
 def test_a_forwarded_header_no_delivery_could_carry_is_400(
@@ -116,6 +122,81 @@ def test_bad_json_bodies_are_400(http: httpx.Client, qstash: QStash) -> None:
     assert http.request("DELETE", "/v2/messages", content=b"nope").status_code == 400
     assert http.get("/v2/dlq", params={"count": "lots"}).status_code == 400
     _still_alive(qstash)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/v2/batch"), ("POST", "/v2/queues"), ("DELETE", "/v2/messages")]
+)
+def test_json_nested_deeper_than_the_parser_goes_is_400(
+    http: httpx.Client, qstash: QStash, method: str, path: str
+) -> None:
+    response = http.request(method, path, content=b"[" * 100_000)
+    assert response.status_code == 400, response.text
+    _still_alive(qstash)
+
+
+def _element(destination: Destination, changes: dict[str, Any]) -> dict[str, Any]:
+    """A batch element to ``destination``, with ``changes`` (headers added to its own)."""
+    element: dict[str, Any] = {"destination": destination.url("/x"), "headers": {}, "body": "x"}
+    element.update({key: value for key, value in changes.items() if key != "headers"})
+    element["headers"].update(changes.get("headers", {}))
+    return element
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"body": "\ud800"},
+        {"destination": "http://127.0.0.1:9/x\ud800"},
+        {"queue": "q\udfff"},
+        {"headers": {"Upstash-Callback": "http://127.0.0.1:9/cb\ud800"}},
+        {"headers": {"Upstash-Failure-Callback": "http://127.0.0.1:9/cb\ud800"}},
+        {"headers": {"Upstash-Deduplication-Id": "id-\ud800"}},
+        {"headers": {"Upstash-Label": "label-\ud800"}},
+        {"headers": {"Upstash-Flow-Control-Key": "key-\ud800"}},
+    ],
+    ids=lambda changes: next(iter(changes.get("headers", changes))),
+)
+def test_text_that_is_not_utf8_in_a_json_body_is_400_and_stores_nothing(
+    http: httpx.Client, qstash: QStash, destination: Destination, changes: dict[str, Any]
+) -> None:
+    # JSON can spell a lone surrogate; no store, header or delivery can carry it. Accepted, it
+    # failed the request with a 500, or made a message that failed again on every restart.
+    raw = json.dumps([_element(destination, changes)]).encode()
+    response = http.post("/v2/batch", content=raw)
+    assert response.status_code == 400, response.text
+    assert "not valid UTF-8" in response.json()["error"]
+    assert qstash.message.cancel_all() == 0
+    _still_alive(qstash)
+
+
+def test_a_surrogate_sent_as_utf8_bytes_or_in_a_filter_is_400(
+    http: httpx.Client, qstash: QStash, destination: Destination
+) -> None:
+    element = json.dumps([_element(destination, {"body": "@"})]).encode()
+    encoded_surrogate = element.replace(b"@", "\ud800".encode("utf-8", "surrogatepass"))
+    assert http.post("/v2/batch", content=encoded_surrogate).status_code == 400
+    assert http.request("DELETE", "/v2/messages", content=b'{"url": "\\ud800"}').status_code == 400
+    assert http.request("DELETE", "/v2/dlq", content=b'{"url": "\\ud800"}').status_code == 400
+    _still_alive(qstash)
+
+
+@pytest.mark.parametrize("size", [b"-1", b"+2", b"0x2", b"0_2", b""])
+def test_a_chunk_size_that_is_not_hex_digits_is_400_and_closes(
+    make_server: Callable[..., DevServer], size: bytes
+) -> None:
+    # int(..., 16) takes a sign, "0x" and underscores; a negative size read the connection to
+    # its end, past the body limit, and answered nothing while the client kept it open.
+    server = make_server(max_body_bytes=1024)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /v2/publish/http://127.0.0.1:9/x HTTP/1.1\r\nHost: x\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + size + b"\r\n{}\r\n0\r\n\r\n"
+        )
+        sock.settimeout(2.0)
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert b"Connection: close" in answer
 
 
 def test_oversize_body_is_413(

@@ -108,3 +108,87 @@ def test_bulk_cancel_query_form_and_filters(slow: DevServer, destination: Destin
     client.message.get(c)
     with pytest.raises(QStashError):
         client.message.get(b)
+
+
+@pytest.mark.parametrize("form", ["query", "body"])
+@pytest.mark.parametrize(
+    ("name", "value", "remaining"),
+    [("host", "127.0.0.1", {"other-host"}), ("path", "/gone", {"other-path"})],
+)
+def test_bulk_cancel_by_host_or_path_cancels_only_the_matching_messages(
+    pending: QStash,
+    slow: DevServer,
+    destination: Destination,
+    form: str,
+    name: str,
+    value: str,
+    remaining: set[str],
+) -> None:
+    urls = {
+        "other-host": "http://example.org/gone",
+        "other-path": destination.url("/kept"),
+        "both": destination.url("/gone"),
+    }
+    ids = {key: _publish(pending, url) for key, url in urls.items()}
+    auth = {"Authorization": f"Bearer {slow.token}"}
+    if form == "query":
+        response = httpx.delete(f"{slow.url}/v2/messages", params={name: value}, headers=auth)
+    else:
+        response = httpx.request(
+            "DELETE", f"{slow.url}/v2/messages", json={name: [value]}, headers=auth
+        )
+    assert response.json() == {"cancelled": 2}
+    still_pending = {key for key, message_id in ids.items() if _is_pending(pending, message_id)}
+    assert still_pending == remaining
+
+
+def _is_pending(client: QStash, message_id: str) -> bool:
+    try:
+        client.message.get(message_id)
+    except QStashError:
+        return False
+    return True
+
+
+def test_bulk_cancel_by_host_ignores_case_and_port(
+    pending: QStash, slow: DevServer, destination: Destination
+) -> None:
+    _publish(pending, destination.url("/a"))
+    _publish(pending, "http://LOCALHOST:8000/b")
+    response = httpx.delete(
+        f"{slow.url}/v2/messages",
+        params={"host": "LocalHost"},
+        headers={"Authorization": f"Bearer {slow.token}"},
+    )
+    assert response.json() == {"cancelled": 1}
+
+
+@pytest.mark.parametrize(
+    ("params", "body", "error"),
+    [
+        ({"urlPrefix": "http://x"}, None, "unknown filter 'urlPrefix'"),
+        (None, {"hostname": "x"}, "unknown filter 'hostname'"),
+        ({"count": "-1"}, None, "invalid count"),
+        (None, {"count": -1}, "invalid count"),
+    ],
+)
+def test_bulk_cancel_with_an_unknown_filter_or_a_negative_count_is_400(
+    pending: QStash,
+    slow: DevServer,
+    destination: Destination,
+    params: dict[str, str] | None,
+    body: dict[str, object] | None,
+    error: str,
+) -> None:
+    # An unknown filter read as no filter, or a negative count as no limit, would cancel all.
+    message_id = _publish(pending, destination.url("/stays"))
+    response = httpx.request(
+        "DELETE",
+        f"{slow.url}/v2/messages",
+        params=params,
+        json=body,
+        headers={"Authorization": f"Bearer {slow.token}"},
+    )
+    assert response.status_code == 400
+    assert error in response.json()["error"]
+    pending.message.get(message_id)

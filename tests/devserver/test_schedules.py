@@ -121,8 +121,15 @@ def test_trigger_delivers_with_the_schedule_id(
 
 
 def test_bad_cron_and_bad_schedule_id_are_400(qstash: QStash, destination: Destination) -> None:
-    # February 30th is valid field by field, yet never comes.
-    for cron in ("61 * * * *", "* * *", "CRON_TZ=Mars/Base * * * * *", "not a cron", "0 0 30 2 *"):
+    # February 30th is valid field by field, yet never comes; America is a region, not a zone.
+    for cron in (
+        "61 * * * *",
+        "* * *",
+        "CRON_TZ=Mars/Base * * * * *",
+        "CRON_TZ=America 0 2 * * *",
+        "not a cron",
+        "0 0 30 2 *",
+    ):
         with pytest.raises(QStashError, match="400"):
             qstash.schedule.create(destination=destination.url("/x"), cron=cron)
     with pytest.raises(QStashError, match="400"):

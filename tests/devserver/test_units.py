@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from datetime import datetime, timezone
 from email.utils import format_datetime
 
@@ -131,6 +132,7 @@ def test_cron_with_timezone_and_sunday_as_seven() -> None:
         "* * * 13 *",
         "* * * * 8",
         "CRON_TZ=Nowhere/City * * * * *",
+        "CRON_TZ=America * * * * *",  # a directory of the zone database
         "@hourly x",
         "\u0661 * * * *",  # Arabic-Indic 1
         "0 0 * * 7/2",  # croniter: every other day; cron: Sunday only
@@ -216,3 +218,24 @@ def test_dispatcher_queue_fifo_and_flow_control_gate() -> None:
     assert info["parallelismMax"] == 1 and info["parallelismCount"] == 1
     dispatcher.stop()
     assert dispatcher.take() is None
+
+
+def test_dispatcher_waits_for_a_message_due_past_the_longest_timeout() -> None:
+    dispatcher = Dispatcher()
+    far_ms = now_ms() + int((threading.TIMEOUT_MAX + 86400) * 1000)
+    dispatcher.add(Job(id="far", seq=1, due_ms=far_ms))
+    outcome: list[object] = []
+
+    def work() -> None:
+        try:
+            outcome.append(dispatcher.take())
+        except Exception as exc:  # the worker thread would die of it
+            outcome.append(exc)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    worker.join(0.2)
+    assert worker.is_alive(), outcome
+    dispatcher.stop()
+    worker.join(5)
+    assert outcome == [None]
