@@ -14,18 +14,20 @@
 
 Only the declared filters are accepted, each mapped to one ORM lookup, so a caller can never
 filter on a column the export does not offer (a password hash, say). Filter values are checked
-against the model field when the job is enqueued.
+against the model field (its type, and for equality its choices and validators) and by the ORM
+itself (a value behind a transform, ``date_joined__year``) when the job is enqueued.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
+from datetime import timezone as dt_timezone
 from typing import TYPE_CHECKING, Any
 
-from django.core.exceptions import FieldDoesNotExist
+from django.core.exceptions import FieldDoesNotExist, FieldError
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 from django.db.models import QuerySet
@@ -72,24 +74,52 @@ class ExportDefinition:
         Raises ``ValueError`` for a filter that is not declared or a value its field refuses.
         Filter names may be camelCase (``createdAfter``).
         """
-        model = self.get_queryset().model
-        resolved: dict[str, Any] = {}
-        for given_name, value in filters.items():
-            name = snake_case(given_name)
+        return {lookup: value for _, lookup, value in self._resolve(filters)}
+
+    def check_filters(self, filters: Mapping[str, Any]) -> None:
+        """Refuse what :meth:`lookups` refuses, and any value the ORM would refuse at run time.
+
+        Each lookup is built into a filter (which runs no query): that is where the ORM prepares
+        a value behind a transform (an integer for ``date_joined__year``), the only check such
+        a value gets. ``ValueError`` names the filter.
+        """
+        queryset = self.get_queryset()
+        for given_name, lookup, value in self._resolve(filters):
             try:
-                lookup = self.filters[name]
-            except KeyError:
-                allowed = ", ".join(sorted(self.filters)) or "none"
+                queryset.filter(**{lookup: value})
+            except FieldError as exc:
+                # The export's own mistake, but the job could never run: refused all the same.
                 raise ValueError(
-                    f"unknown filter {given_name!r} for export {self.name!r}; "
-                    f"allowed filters: {allowed}"
+                    f"filter {given_name!r}: the export's lookup {lookup!r} is invalid: {exc}"
                 ) from None
-            try:
-                resolved[lookup] = _coerce(model, lookup, value)
             except (DjangoValidationError, ValueError, TypeError) as exc:
-                detail = "; ".join(exc.messages) if isinstance(exc, DjangoValidationError) else exc
-                raise ValueError(f"filter {given_name!r}: {detail}") from None
-        return resolved
+                raise _filter_error(given_name, exc) from None
+
+    def _resolve(self, filters: Mapping[str, Any]) -> Iterator[tuple[str, str, Any]]:
+        """Each filter as given, its lookup, and its value converted for that lookup."""
+        model = self.get_queryset().model
+        for given_name, given_value in filters.items():
+            lookup = self._lookup_of(given_name)
+            try:
+                value = _coerce(model, lookup, given_value)
+            except (DjangoValidationError, ValueError, TypeError) as exc:
+                raise _filter_error(given_name, exc) from None
+            yield given_name, lookup, value
+
+    def _lookup_of(self, given_name: str) -> str:
+        try:
+            return self.filters[snake_case(given_name)]
+        except KeyError:
+            allowed = ", ".join(sorted(self.filters)) or "none"
+            raise ValueError(
+                f"unknown filter {given_name!r} for export {self.name!r}; "
+                f"allowed filters: {allowed}"
+            ) from None
+
+
+def _filter_error(given_name: str, exc: Exception) -> ValueError:
+    detail = "; ".join(exc.messages) if isinstance(exc, DjangoValidationError) else exc
+    return ValueError(f"filter {given_name!r}: {detail}")
 
 
 def _walk(
@@ -144,8 +174,15 @@ def _coerce(model: type[models.Model], lookup: str, value: Any) -> Any:
             raise ValueError("must be a list")
         if lookup_name == "range" and len(value) != 2:
             raise ValueError("must be a list of two values")
-        return [_coerce_value(target, item) for item in value]
-    return _coerce_value(target, value)
+        items = [_coerce_value(target, item) for item in value]
+        if lookup_name == "in":
+            for item in items:
+                _check_against_field(target, item)
+        return items
+    coerced = _coerce_value(target, value)
+    if lookup_name == "exact":
+        _check_against_field(target, coerced)
+    return coerced
 
 
 def _field_and_lookup(
@@ -160,6 +197,20 @@ def _field_and_lookup(
     if len(rest) > 1 or (rest and target.get_lookup(rest[0]) is None):
         return None, ""  # Behind a transform (``__year``...): the database is the judge.
     return _concrete(target), rest[0] if rest else "exact"
+
+
+def _check_against_field(target: models.Field[Any, Any], value: Any) -> None:
+    """Refuse a value the field could never hold: not one of its choices, or refused by a validator.
+
+    Only for equality (``exact``, ``in``): a bound (``gte``) or a part (``contains``) of a valid
+    value need not be valid itself. Such a value would only ever give an empty export.
+    """
+    if target.choices is not None:
+        allowed = [choice for choice, _ in target.flatchoices]
+        if value not in allowed:
+            listed = ", ".join(str(choice) for choice in allowed)
+            raise ValueError(f"{value!r} is not one of: {listed}")
+    target.run_validators(value)
 
 
 def _coerce_value(target: models.Field[Any, Any], value: Any) -> Any:
@@ -187,7 +238,19 @@ def _aware_datetime(value: Any) -> datetime:
         moment = datetime.combine(day, time.min)
     if timezone.is_naive(moment):
         moment = timezone.make_aware(moment)
+    _check_convertible_to_utc(moment, value)
     return moment
+
+
+def _check_convertible_to_utc(moment: datetime, value: str) -> None:
+    # The database compares in UTC: 0001-01-01 east of UTC (9999-12-31 late in the day, west of
+    # it) has no UTC equivalent, and the query would fail the same way on every attempt.
+    try:
+        moment.astimezone(dt_timezone.utc)
+    except OverflowError:
+        raise ValueError(
+            f"{value!r} in time zone {moment.tzinfo} is outside the dates UTC can hold"
+        ) from None
 
 
 class ExportRegistry:

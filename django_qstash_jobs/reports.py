@@ -16,7 +16,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from datetime import timezone as dt_timezone
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from django.utils import timezone
 
 from django_qstash_jobs.registry import qualified_name, same_function
 
@@ -40,6 +44,23 @@ class Report:
     template_name: str = DEFAULT_TEMPLATE
     #: Extra template context (charts, summaries...).
     context: dict[str, Any] = field(default_factory=dict)
+
+
+def local_midnight(day: date) -> datetime:
+    """The start of ``day`` in the current time zone.
+
+    ``ValueError`` when that moment has no UTC equivalent (0001-01-01 east of UTC): the database
+    compares in UTC, and a report from it would fail the same way on every attempt.
+    """
+    midnight = timezone.make_aware(datetime.combine(day, time.min))
+    try:
+        midnight.astimezone(dt_timezone.utc)
+    except OverflowError:
+        raise ValueError(
+            f"midnight of {day.isoformat()} in time zone {midnight.tzinfo} "
+            "is outside the dates UTC can hold"
+        ) from None
+    return midnight
 
 
 ReportFunction = Callable[["GenerateReportPayload", "JobContext"], Report]

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.db.models import Avg, Count, DurationField, ExpressionWrapper, Max, Q
-from django.utils import timezone
 
 from django_qstash_jobs.context import JobContext
 from django_qstash_jobs.jobs.charts import Bar, BarChart, Segment, bar_chart
 from django_qstash_jobs.jobs.schemas import GenerateReportPayload
 from django_qstash_jobs.models import JobExecution, JobStatus
-from django_qstash_jobs.reports import Report
+from django_qstash_jobs.reports import Report, local_midnight
 from django_qstash_jobs.stats import DURATION, TIMED
 
 COLUMNS = (
@@ -72,10 +71,7 @@ def _seconds(duration: timedelta | None) -> float | None:
 
 def day_bounds(start: date, end: date) -> tuple[datetime, datetime]:
     """From the start of ``start`` to the end of ``end`` (both included), in the current zone."""
-    return (
-        timezone.make_aware(datetime.combine(start, time.min)),
-        timezone.make_aware(datetime.combine(end + timedelta(days=1), time.min)),
-    )
+    return local_midnight(start), local_midnight(end + timedelta(days=1))
 
 
 def statistics(

@@ -9,12 +9,18 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import FieldError, ImproperlyConfigured
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 
 from django_qstash_jobs.conf import get_config
 from django_qstash_jobs.context import JobContext
 from django_qstash_jobs.exceptions import PermanentJobError
-from django_qstash_jobs.exports import export_registry, field_for, register_export
+from django_qstash_jobs.exports import (
+    ExportDefinition,
+    export_registry,
+    field_for,
+    register_export,
+)
 from django_qstash_jobs.jobs import files
 from django_qstash_jobs.jobs.export_formats import WRITERS, converter_for
 from django_qstash_jobs.jobs.schemas import ExportDataPayload
@@ -58,8 +64,8 @@ def export_data(payload: ExportDataPayload, ctx: JobContext) -> dict[str, Any]:
             f"with a scope (register_export({definition.name!r}, ..., scope=..., replace=True)), "
             "or enqueue it without an organization_id."
         )
+    queryset = _filtered(definition, lookups)
     try:
-        queryset = definition.get_queryset().filter(**lookups)
         if definition.scope is not None:
             queryset = definition.scope(queryset, ctx)
         total = queryset.count()
@@ -86,6 +92,18 @@ def export_data(payload: ExportDataPayload, ctx: JobContext) -> dict[str, Any]:
         name = files.file_name("exports", payload.entity_type, ctx.job_id, payload.format)
         result = files.save(name, stream, size)
     return {**result, "rows": count}
+
+
+def _filtered(definition: ExportDefinition, lookups: dict[str, Any]) -> QuerySet[Any]:
+    """The export's rows that match ``lookups``; a permanent failure for a lookup refused."""
+    try:
+        return definition.get_queryset().filter(**lookups)
+    except FieldError as exc:
+        raise PermanentJobError(f"Export {definition.name!r} is misconfigured: {exc}") from exc
+    except (DjangoValidationError, ValueError, TypeError) as exc:
+        # Enqueue refuses such a value (check_filters); one that got this far anyway would
+        # fail the same way on every attempt.
+        raise PermanentJobError(f"Export {definition.name!r} refuses its filters: {exc}") from exc
 
 
 def _organization_scope(queryset: QuerySet[Any], ctx: JobContext) -> QuerySet[Any]:

@@ -15,7 +15,7 @@ from pydantic.alias_generators import to_camel
 from django_qstash_jobs.exports import export_registry
 from django_qstash_jobs.jobs.email_templates import check_address, validate_context
 from django_qstash_jobs.naming import snake_case
-from django_qstash_jobs.reports import report_registry
+from django_qstash_jobs.reports import local_midnight, report_registry
 
 EmailTemplate = Literal[
     "welcome",
@@ -113,6 +113,14 @@ class GenerateReportPayload(Payload):
     def _registered_report(cls, value: str) -> str:
         return _registered(report_registry, value)
 
+    @field_validator("start_date")
+    @classmethod
+    def _start_in_utc_range(cls, value: date) -> date:
+        # The report starts at this day's local midnight, which the database needs in UTC.
+        # (The end, the next day's midnight, always has one while end_date is before date.max.)
+        local_midnight(value)
+        return value
+
     @model_validator(mode="after")
     def _ordered(self) -> GenerateReportPayload:
         if self.end_date < self.start_date:
@@ -137,10 +145,11 @@ class ExportDataPayload(Payload):
     @field_validator("filters")
     @classmethod
     def _declared_filters(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        # At enqueue time, so an undeclared filter or a bad date never becomes a job.
+        # At enqueue time, so an undeclared filter or a value the run would fail on never
+        # becomes a job.
         entity_type = info.data.get("entity_type")
         if entity_type is not None:
-            export_registry.get(entity_type).lookups(value)
+            export_registry.get(entity_type).check_filters(value)
         return {snake_case(name): filter_value for name, filter_value in value.items()}
 
 

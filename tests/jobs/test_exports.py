@@ -21,10 +21,12 @@ from django_qstash_jobs import (
     job_dispatcher,
     register_export,
 )
-from django_qstash_jobs.exceptions import JobValidationError
+from django_qstash_jobs.exceptions import JobValidationError, PermanentJobError
+from django_qstash_jobs.execution import Delivery, execute
 from django_qstash_jobs.exports import export_registry
 from django_qstash_jobs.jobs import export_formats, exports
 from django_qstash_jobs.jobs.reports import render_csv
+from django_qstash_jobs.jobs.schemas import ExportDataPayload
 from django_qstash_jobs.models import JobExecution, JobStatus
 from django_qstash_jobs.reports import Report
 
@@ -283,3 +285,148 @@ def test_progress_is_reported_while_rows_are_written(monkeypatch: pytest.MonkeyP
     assert execution.status == JobStatus.COMPLETED
     assert reported == [(0, "0/3 rows"), (66, "2/3 rows"), (99, "3/3 rows")]
     assert execution.progress == 100
+
+
+@pytest.fixture
+def year_export() -> Iterator[None]:
+    register_export(
+        "users-by-year",
+        queryset=lambda: User.objects.all(),
+        fields=["id", "username"],
+        filters={"joined_year": "date_joined__year"},
+    )
+    yield
+    export_registry.unregister("users-by-year")
+
+
+@pytest.mark.usefixtures("year_export", "users")
+def test_a_value_behind_a_transform_is_checked_by_the_orm_at_enqueue(
+    storage: FileSystemStorage,
+) -> None:
+    execution = export({"entity_type": "users-by-year", "filters": {"joined_year": 2025}})
+    assert execution.result["rows"] == 3
+
+    for refused in ("abc", ["2025"]):
+        with pytest.raises(JobValidationError, match=r"filter 'joined_year': .*expected a number"):
+            export({"entity_type": "users-by-year", "filters": {"joined_year": refused}})
+    assert JobExecution.objects.count() == 1
+
+
+def test_an_export_whose_lookup_the_orm_does_not_know_is_refused_at_enqueue() -> None:
+    register_export(
+        "users-by-typo",
+        queryset=lambda: User.objects.all(),
+        fields=["id"],
+        filters={"joined": "date_joined__yaer"},
+    )
+    try:
+        with pytest.raises(JobValidationError) as caught:
+            export({"entity_type": "users-by-typo", "filters": {"joined": 2025}})
+    finally:
+        export_registry.unregister("users-by-typo")
+
+    assert "filter 'joined': the export's lookup 'date_joined__yaer' is invalid: " in str(
+        caught.value
+    )
+    assert not JobExecution.objects.exists()
+
+
+@pytest.mark.usefixtures("year_export")
+def test_a_queued_job_with_a_value_the_orm_refuses_fails_at_its_first_attempt() -> None:
+    # Enqueued before its value was checked: the same value would fail every attempt.
+    execution = JobExecution.objects.create(
+        job_type=JOB_TYPES.EXPORT_DATA,
+        payload={"entity_type": "users-by-year", "filters": {"joined_year": "abc"}},
+        status=JobStatus.QUEUED,
+    )
+
+    execute(Delivery(job_id=execution.job_id))
+
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.FAILED
+    assert execution.attempts == 1
+    assert "filter 'joined_year'" in execution.error
+
+
+@pytest.mark.usefixtures("year_export")
+def test_the_export_fails_permanently_on_a_value_the_orm_refuses() -> None:
+    # A payload that skipped validation: the handler itself must not leave it to retries.
+    execution = JobExecution.objects.create(job_type=JOB_TYPES.EXPORT_DATA)
+    ctx = JobContext(
+        job_id=execution.job_id,
+        job_type=execution.job_type,
+        attempt=1,
+        max_retries=3,
+        metadata={},
+        execution=execution,
+    )
+    payload = ExportDataPayload.model_construct(
+        entity_type="users-by-year", format="csv", filters={"joined_year": "abc"}
+    )
+
+    with pytest.raises(PermanentJobError, match="Export 'users-by-year' refuses its filters"):
+        exports.export_data(payload, ctx)
+
+
+@pytest.mark.parametrize(
+    ("entity_type", "filters", "message"),
+    [
+        (
+            "job_executions",
+            {"status": "done"},
+            "filter 'status': 'done' is not one of: pending, queued, running, retrying, "
+            "completed, failed, cancelled",
+        ),
+        ("job-payloads", {"statuses": ["completed", "done"]}, "'done' is not one of:"),
+        (
+            "job_executions",
+            {"job_type": "x" * 101},
+            "filter 'job_type': Ensure this value has at most 100 characters (it has 101).",
+        ),
+    ],
+    ids=["exact", "in", "validator"],
+)
+@pytest.mark.usefixtures("custom_export")
+def test_a_value_the_field_could_never_hold_is_refused_at_enqueue(
+    entity_type: str, filters: dict[str, Any], message: str
+) -> None:
+    # Accepted, it would only ever give an empty export.
+    with pytest.raises(JobValidationError) as caught:
+        export({"entity_type": entity_type, "filters": filters})
+
+    assert message in str(caught.value)
+    assert not JobExecution.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("zone", "filters"),
+    [
+        ("Europe/Paris", {"created_after": "0001-01-01"}),
+        ("America/New_York", {"created_before": "9999-12-31T23:00:00"}),
+    ],
+    ids=["year one, east of UTC", "year 9999, west of UTC"],
+)
+def test_a_date_without_a_utc_equivalent_is_refused_at_enqueue(
+    settings: Any, zone: str, filters: dict[str, Any]
+) -> None:
+    settings.TIME_ZONE = zone
+    (name,) = filters
+
+    with pytest.raises(JobValidationError) as caught:
+        export({"entity_type": "job_executions", "filters": filters})
+
+    assert f"filter {name!r}: {filters[name]!r} in time zone {zone}" in str(caught.value)
+    assert "is outside the dates UTC can hold" in str(caught.value)
+    assert not JobExecution.objects.exists()
+
+
+def test_the_first_day_is_accepted_where_its_midnight_exists_in_utc(
+    storage: FileSystemStorage, settings: Any
+) -> None:
+    settings.TIME_ZONE = "America/New_York"
+
+    execution = export(
+        {"entity_type": "job_executions", "filters": {"created_after": "0001-01-01"}}
+    )
+
+    assert execution.result["rows"] == 1  # the export's own job

@@ -280,3 +280,30 @@ def test_the_pdf_renderer_fetches_nothing(
         server.shutdown()
     assert pdf.startswith(b"%PDF-")
     assert _CountingHandler.hits == []
+
+
+def test_a_start_date_whose_midnight_has_no_utc_equivalent_is_refused_at_enqueue(
+    settings: Any,
+) -> None:
+    # Midnight of 0001-01-01 in Paris is still 31 December of year 0 in UTC.
+    settings.TIME_ZONE = "Europe/Paris"
+
+    with pytest.raises(JobValidationError) as caught:
+        generate({**JANUARY, "start_date": "0001-01-01", "format": "csv"})
+
+    assert caught.value.errors[0]["field"] == "start_date"
+    assert (
+        "start_date: Value error, midnight of 0001-01-01 in time zone Europe/Paris "
+        "is outside the dates UTC can hold"
+    ) in str(caught.value)
+    assert not JobExecution.objects.exists()
+
+
+def test_a_report_from_the_first_day_runs_where_its_midnight_exists_in_utc(
+    storage: FileSystemStorage, settings: Any
+) -> None:
+    settings.TIME_ZONE = "America/New_York"
+
+    execution = generate({**JANUARY, "start_date": "0001-01-01", "format": "csv"})
+
+    assert read(storage, execution).decode().startswith("job_type,total,")
