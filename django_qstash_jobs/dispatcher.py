@@ -86,7 +86,8 @@ class JobDispatcher:
 
         job_id_for_key: dict[str, str] = {}
         if keys:
-            winners = JobExecution.objects.filter(idempotency_key__in=keys)
+            # From the database written to: a replica would not have the rows just inserted.
+            winners = statements.job_rows().filter(idempotency_key__in=keys)
             job_id_for_key = {
                 key: job_id
                 for key, job_id in winners.values_list("idempotency_key", "job_id")
@@ -165,7 +166,9 @@ class JobDispatcher:
         )
         if not reset:
             raise JobStateError(f"Job {job_id} changed state while being retried; try again.")
-        execution.refresh_from_db()
+        # Read back where it was written: refresh_from_db() asks the read router, and a
+        # replica's copy would publish under the first deduplication id, which QStash drops.
+        execution = rows.get(pk=execution.pk)
         outbox.publish_on_commit([execution])
         return job_id
 

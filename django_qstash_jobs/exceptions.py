@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import SuspiciousOperation
+
+if TYPE_CHECKING:
+    from django_qstash_jobs.models import JobExecution
 
 
 class QStashJobsError(Exception):
@@ -39,6 +42,8 @@ class PublishRefused(EnqueueError):
     ) -> None:
         super().__init__(message, job_ids=job_ids)
         self.failed = failed
+        #: When a batch was refused one message at a time: each refused row, and its refusal.
+        self.refusals: dict[JobExecution, PublishRefused] = {}
 
 
 class JobValidationError(EnqueueError, ValueError):

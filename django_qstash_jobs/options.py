@@ -179,7 +179,10 @@ def _delay_seconds(delay: Any) -> int:
     if isinstance(delay, timedelta):
         milliseconds = delay.total_seconds() * 1000
     elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
-        milliseconds = float(delay)
+        try:
+            milliseconds = float(delay)
+        except OverflowError:  # an int past float's range: as infinite as float("inf")
+            milliseconds = math.inf
     else:
         raise TypeError("options['delay'] must be milliseconds (an int) or a datetime.timedelta.")
     if not math.isfinite(milliseconds) or milliseconds < 0:

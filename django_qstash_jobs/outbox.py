@@ -65,14 +65,18 @@ def publish(executions: Sequence[JobExecution]) -> None:
         return
     try:
         message_ids = get_transport().publish([outgoing(execution) for execution in executions])
-    except PublishRefused:
+    except PublishRefused as exc:
         if len(executions) == 1:
             _release(executions)
+            exc.refusals = {executions[0]: exc}
             raise
         _publish_one_by_one(executions)
         return
-    except EnqueueError:
+    except EnqueueError as exc:
         _release(executions)
+        # The transport names the chunk that failed; the chunks before it were taken but not
+        # marked, those after it never sent: every row is pending.
+        exc.job_ids = [execution.job_id for execution in executions]
         raise
     try:
         mark_published(executions, message_ids)
@@ -162,11 +166,13 @@ def _publish_one_by_one(executions: Sequence[JobExecution]) -> None:
     job_ids = [execution.job_id for execution, _refusal in refused]
     if not published:
         first = refused[0][1]
-        raise PublishRefused(
+        every_one = PublishRefused(
             f"QStash refused every one of {len(executions)} jobs ({first}); they stay pending, "
             "and `manage.py republish_jobs` publishes them once what QStash names is fixed.",
             job_ids=job_ids,
         )
+        every_one.refusals = dict(refused)
+        raise every_one
     for execution, refusal in refused:
         _fail_refused(execution, refusal)
     raise PublishRefused(
@@ -228,10 +234,11 @@ def republish_pending(
     # Rows another run claimed first: still pending, they would be selected again. Rows this
     # run published left ``pending`` and need no exclusion, so this stays small.
     skipped: set[int] = set()
+    refused: dict[JobExecution, PublishRefused] = {}
     while limit is None or report.published + report.failed < limit:
         now = timezone.now()
         unclaimed = Q(publish_claimed_at__isnull=True) | Q(publish_claimed_at__lt=now - stale_claim)
-        waiting = JobExecution.objects.filter(
+        waiting = statements.job_rows().filter(
             unclaimed, status=JobStatus.PENDING, created_at__lt=now - older_than
         )
         size = (
@@ -258,10 +265,37 @@ def republish_pending(
                 report.refused += len(exc.job_ids)
                 report.published += len(claimed) - len(exc.job_ids)
                 continue
+            if isinstance(exc, PublishRefused):
+                # Every row of the batch refused, one at a time: the site's doing (its
+                # RECEIVER_URL) or the rows' own (a delay past the plan's limit). Set aside,
+                # so that they cannot hold back the rows behind them, run after run.
+                refused.update(exc.refusals)
+                skipped.update(execution.pk for execution in claimed)
+                continue
             left = len(exc.job_ids) or len(claimed)  # those of a batch sent one by one, or all
             report.failed += left
             report.published += len(claimed) - left
             logger.error("Republishing %d jobs failed: %s", left, exc)
             break
         report.published += len(claimed)
+    _settle_refused(refused, report)
     return report
+
+
+def _settle_refused(refused: dict[JobExecution, PublishRefused], report: RepublishReport) -> None:
+    """Fail the rows QStash refused if it took others in the same run; else leave them pending.
+
+    Taking other messages shows the refusals are the rows' own: failed, with QStash's answer.
+    Refusing everything may be the site's: the rows wait until what QStash names is fixed.
+    """
+    if not refused:
+        return
+    if report.published:
+        for execution, refusal in refused.items():
+            _fail_refused(execution, refusal)
+        report.refused += len(refused)
+        return
+    _release(list(refused))
+    report.failed += len(refused)
+    first = next(iter(refused.values()))
+    logger.error("QStash refused all %d jobs it was sent: %s", len(refused), first)

@@ -97,6 +97,7 @@ def test_unknown_metadata_or_option_key_is_a_type_error_naming_it(
         ({"delay": -1}, "not negative"),
         ({"delay": float("inf")}, "finite"),
         ({"delay": float("nan")}, "finite"),
+        ({"delay": 10**400}, "finite"),
         ({"delay": "soon"}, "milliseconds"),
         ({"retries": -1}, "retries"),
         ({"retries": True}, "retries"),

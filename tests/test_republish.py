@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from django_qstash_jobs import job_dispatcher
 from django_qstash_jobs.exceptions import EnqueueError
 from django_qstash_jobs.models import JobExecution, JobStatus
 from django_qstash_jobs.outbox import republish_pending
+from django_qstash_jobs.transports.base import BaseTransport, OutgoingMessage
 from tests.concurrency import at_once
 from tests.testapp.models import SideEffect
 
@@ -220,3 +222,28 @@ def test_a_delay_counts_from_the_enqueue_not_from_a_late_publish() -> None:
 
     execution.created_at = timezone.now() - timedelta(minutes=5)
     assert outgoing(execution).options.delay_seconds == 0  # overdue: at once
+
+
+class SecondChunkFails(BaseTransport):
+    """Takes the first message, then fails naming only the next one, as a chunked batch does."""
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+        raise EnqueueError("QStash could not be reached", job_ids=[messages[1].job_id])
+
+    def cancel(self, message_id: str) -> None:
+        pass
+
+
+def test_a_failed_batch_names_every_job_it_left_pending() -> None:
+    # The chunk before the failed one was taken but not marked, the one after it never sent.
+    jobs = [{"job_type": "echo", "payload": {"message": str(n)}} for n in range(3)]
+    settings = {
+        "TRANSPORT": f"{__name__}.SecondChunkFails",
+        "RECEIVER_URL": "http://testserver/jobs/receive/",
+    }
+    with override_settings(QSTASH_JOBS=settings), pytest.raises(EnqueueError) as caught:
+        job_dispatcher.enqueue_many(jobs)
+
+    pending = JobExecution.objects.filter(status=JobStatus.PENDING)
+    assert sorted(caught.value.job_ids) == sorted(pending.values_list("job_id", flat=True))
+    assert len(caught.value.job_ids) == 3

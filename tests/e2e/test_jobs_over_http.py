@@ -278,6 +278,38 @@ def test_a_row_qstash_refuses_is_failed_and_holds_back_no_other(
     assert outbox.republish_pending(older_than=timedelta(0)).refused == 0  # failed: not again
 
 
+def test_a_whole_batch_qstash_refuses_holds_back_no_row_behind_it(
+    through_qstash: DevServerProcess,
+) -> None:
+    # Each refused alone too (as a delay past the plan's limit is), so nothing in the batch
+    # shows whose fault it is: set aside, and failed once QStash takes a later batch.
+    refused = [pending(callback="http://bad host/") for _ in range(2)]
+    behind = pending()
+    JobExecution.objects.filter(pk=behind.pk).update(created_at=timezone.now())
+
+    report = outbox.republish_pending(older_than=timedelta(0), batch_size=2)
+
+    assert (report.refused, report.published, report.failed) == (2, 1, 0)
+    for row in refused:
+        row.refresh_from_db()
+        assert row.status == JobStatus.FAILED
+        assert "invalid callback url" in row.error
+    wait_for(behind.job_id, JobStatus.COMPLETED)
+
+
+def test_a_run_where_qstash_refuses_everything_leaves_every_row_pending(
+    through_qstash: DevServerProcess,
+) -> None:
+    rows = [pending(callback="http://bad host/") for _ in range(3)]
+
+    report = outbox.republish_pending(older_than=timedelta(0), batch_size=2)
+
+    assert (report.refused, report.published, report.failed) == (0, 0, 3)
+    for row in rows:
+        row.refresh_from_db()
+        assert (row.status, row.publish_claimed_at) == (JobStatus.PENDING, None)
+
+
 @pytest.mark.parametrize("batch", [False, True], ids=["one job", "a batch"])
 def test_a_refusal_of_every_message_leaves_the_rows_pending(
     through_qstash: DevServerProcess, batch: bool
