@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
+from django.core.files.storage import storages
 from django.urls import NoReverseMatch, reverse
 
 from django_qstash_jobs.conf import DEFAULTS, JobsConfig, get_config
@@ -21,7 +22,10 @@ _DOCS_HINT = "Set it in settings.QSTASH_JOBS or in the {env} environment variabl
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    config = get_config()
+    try:
+        config = get_config()
+    except ImproperlyConfigured as exc:  # QSTASH_JOBS is not a dict: nothing else can be read
+        return [Error(str(exc), id="django_qstash_jobs.E019")]
     messages: list[CheckMessage] = []
     uses_qstash = config.transport == "qstash"
 
@@ -96,21 +100,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="django_qstash_jobs.E013",
             )
         )
-    timeout = config.publish_timeout
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not math.isfinite(timeout)
-        or timeout <= 0
-    ):
+    messages.extend(_check_grace_and_retention(config))
+    if not _is_positive_seconds(config.publish_timeout):
         # 0 makes every publish time out at once; infinity cannot be a timedelta.
         messages.append(
             Error(
                 "QSTASH_JOBS['PUBLISH_TIMEOUT'] must be a number of seconds greater than 0, "
-                f"not {timeout!r}.",
+                f"not {config.publish_timeout!r}.",
                 id="django_qstash_jobs.E012",
             )
         )
+    messages.extend(_check_storage(config.storage))
     # Read as truth values, any string (even "False") would mean True.
     switches = {"CSV_ESCAPE_FORMULAS": "E010", "ENQUEUE_ON_COMMIT": "E017"}
     for key, check_id in switches.items():
@@ -132,6 +132,63 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     return messages
+
+
+def _is_whole_number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_positive_seconds(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value) and value > 0
+    except OverflowError:  # an int too large for a float (10**400) cannot be a timeout either
+        return False
+
+
+def _check_grace_and_retention(config: JobsConfig) -> list[CheckMessage]:
+    """Numbers the other checks pass, and republish_jobs or cleanup_jobs then fail on."""
+    # Imported here: the job modules register job types, which needs the app registry.
+    from django_qstash_jobs.jobs.schemas import MAX_RETENTION_DAYS
+
+    messages: list[CheckMessage] = []
+    grace = config.republish_grace_seconds
+    if not _is_whole_number(grace) or grace < 0:
+        # republish_jobs makes a timedelta of it, which a string or None would crash.
+        messages.append(
+            Error(
+                "QSTASH_JOBS['REPUBLISH_GRACE_SECONDS'] must be a whole number of seconds of "
+                f"at least 0, not {grace!r}.",
+                id="django_qstash_jobs.E020",
+            )
+        )
+    retention = config.retention_days
+    if _is_whole_number(retention) and retention > MAX_RETENTION_DAYS:
+        # cleanup_jobs and the cleanup job refuse a cutoff before the calendar's start.
+        messages.append(
+            Error(
+                f"QSTASH_JOBS['RETENTION_DAYS'] is {retention}: at most {MAX_RETENTION_DAYS} "
+                "days, or cleanup_jobs refuses to run.",
+                id="django_qstash_jobs.E021",
+            )
+        )
+    return messages
+
+
+def _check_storage(storage: Any) -> list[CheckMessage]:
+    # storages.backends is settings.STORAGES as the storages handler reads it.
+    backends = storages.backends
+    if isinstance(storage, str) and storage in backends:
+        return []
+    return [
+        Error(
+            f"QSTASH_JOBS['STORAGE'] is {storage!r}, which is not an entry of settings.STORAGES: "
+            "reports and exports could not be written, nor cleaned up.",
+            hint=f"Name one of {', '.join(map(repr, backends))}.",
+            id="django_qstash_jobs.E022",
+        )
+    ]
 
 
 def _check_transport(transport: Any) -> list[CheckMessage]:
@@ -255,6 +312,10 @@ def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
     # Imported here: the check runs once the app registry is ready, which schedules needs.
     from django_qstash_jobs.schedules import declaration_problems
 
+    try:
+        get_config()
+    except ImproperlyConfigured:
+        return []  # QSTASH_JOBS is not a dict: check_settings reports it
     return [
         Error(
             problem,

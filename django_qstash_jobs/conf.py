@@ -13,6 +13,7 @@ from functools import cache
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
@@ -85,7 +86,12 @@ class JobsConfig:
         return [key for key in (self.current_signing_key, self.next_signing_key) if key]
 
 
-def _resolve(user: dict[str, Any]) -> JobsConfig:
+def _resolve(user: Any) -> JobsConfig:
+    if not isinstance(user, Mapping):
+        # Every key is read from it: anything else would fail later, far from the setting.
+        raise ImproperlyConfigured(
+            f"settings.QSTASH_JOBS must be a dict of settings, not {type(user).__name__}."
+        )
     values = dict(DEFAULTS)
     for key, env_name in ENVIRONMENT_FALLBACKS.items():
         from_env = os.environ.get(env_name)
@@ -94,7 +100,8 @@ def _resolve(user: dict[str, Any]) -> JobsConfig:
     # None means "not set", so that {"URL": os.environ.get("QSTASH_URL")} leaves the environment
     # variable or the default in place instead of publishing to "None".
     values.update((key, value) for key, value in user.items() if value is not None)
-    unknown = tuple(sorted(key for key in user if key not in DEFAULTS))
+    # key=str: a key that is not a string (a typo like {5: ...}) must not break the sort.
+    unknown = tuple(sorted((key for key in user if key not in DEFAULTS), key=str))
     # Values of the wrong type are kept as given, never coerced or crashed on here: the system
     # checks name them (a bool("False") would quietly be True).
     schedules = values["SCHEDULES"]
@@ -125,7 +132,10 @@ def _resolve(user: dict[str, Any]) -> JobsConfig:
 
 @cache
 def get_config() -> JobsConfig:
-    """Return the resolved settings; cached until ``QSTASH_JOBS`` changes."""
+    """Return the resolved settings; cached until ``QSTASH_JOBS`` changes.
+
+    Raises :exc:`ImproperlyConfigured` when ``QSTASH_JOBS`` is not a dict.
+    """
     return _resolve(getattr(settings, "QSTASH_JOBS", {}) or {})
 
 

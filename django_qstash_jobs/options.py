@@ -195,7 +195,10 @@ def is_absolute_http_url(value: Any) -> bool:
     """Whether ``value`` is an http:// or https:// URL with a host, as QStash needs."""
     if not isinstance(value, str):
         return False
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # an unclosed IPv6 bracket: "http://[::1"
+        return False
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 

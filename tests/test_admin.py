@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from django_qstash_jobs import job_dispatcher
-from django_qstash_jobs.admin import executions
+from django_qstash_jobs.admin import executions, pagination
 from django_qstash_jobs.exceptions import EnqueueError, JobStateError
 from django_qstash_jobs.models import JobExecution, JobStatus
 from tests.testapp.models import SideEffect
@@ -131,6 +131,95 @@ def test_the_list_reads_no_more_of_the_table_than_its_filter(admin_client: Clien
     assert {"echo", "flaky", "send_email", "django_task"} <= set(offered)
 
 
+def count_reads(captured: CaptureQueriesContext) -> list[str]:
+    table = JobExecution._meta.db_table
+    return [q["sql"] for q in captured if "COUNT(" in q["sql"] and f'"{table}"' in q["sql"]]
+
+
+def test_the_unfiltered_list_counts_no_further_than_the_count_limit(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pagination, "COUNT_LIMIT", 2)
+    for _ in range(3):
+        job()
+    with CaptureQueriesContext(connection) as captured:
+        response = admin_client.get(reverse(CHANGELIST))
+    assert response.status_code == 200
+    assert response.context["cl"].result_count == 2
+    [count] = count_reads(captured)
+    assert "LIMIT" in count and "ORDER BY" not in count
+
+
+def test_a_list_under_the_count_limit_is_counted_exactly(admin_client: Client) -> None:
+    for _ in range(3):
+        job()
+    job(JobStatus.FAILED)
+    assert admin_client.get(reverse(CHANGELIST)).context["cl"].result_count == 4
+    failed = admin_client.get(reverse(CHANGELIST), {"status__exact": "failed"})
+    assert failed.context["cl"].result_count == 1
+
+
+def test_a_large_table_is_counted_by_the_planners_estimate(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pagination, "planner_row_estimate", lambda queryset: 1_000_000)
+    job()
+    job(JobStatus.FAILED)
+    with CaptureQueriesContext(connection) as captured:
+        response = admin_client.get(reverse(CHANGELIST))
+    assert response.context["cl"].result_count == 1_000_000
+    assert len(response.context["cl"].result_list) == 2
+    assert count_reads(captured) == []
+    # The estimate is of the whole table: a filtered list is counted.
+    failed = admin_client.get(reverse(CHANGELIST), {"status__exact": "failed"})
+    assert failed.context["cl"].result_count == 1
+
+
+@pytest.mark.parametrize("estimate", [None, 5])
+def test_an_unknown_or_small_estimate_is_replaced_by_a_count(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch, estimate: int | None
+) -> None:
+    monkeypatch.setattr(pagination, "planner_row_estimate", lambda queryset: estimate)
+    job()
+    assert admin_client.get(reverse(CHANGELIST)).context["cl"].result_count == 1
+
+
+@pytest.mark.skipif(connection.vendor == "postgresql", reason="PostgreSQL has the estimate")
+def test_there_is_no_planner_estimate_off_postgresql() -> None:
+    job()
+    assert pagination.planner_row_estimate(JobExecution.objects.all()) is None
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"created_at__gte": "9999-12-31T23:59:59-01:00"},  # past year 9999 in UTC
+        {"created_at__lt": "0001-01-01T00:00:00+01:00"},  # before year 1 in UTC
+    ],
+)
+def test_a_date_filter_beyond_the_calendar_is_refused_where_the_database_cannot_hold_it(
+    admin_client: Client, query: dict[str, str]
+) -> None:
+    job()
+    response = admin_client.get(reverse(CHANGELIST), query)
+    if connection.vendor == "postgresql":
+        # Its timestamps reach far past year 9999: the filter simply matches nothing.
+        assert response.status_code == 200
+        assert response.context["cl"].result_count == 0
+        return
+    assert response.status_code == 302
+    assert response["Location"].endswith("?e=1")  # the admin's "invalid parameters" page
+
+
+@pytest.mark.parametrize("name", ["job_type__exact", "status__exact"])
+def test_a_filter_value_with_a_nul_is_refused(admin_client: Client, name: str) -> None:
+    # PostgreSQL refuses a NUL even in a query.
+    job()
+    response = admin_client.get(reverse(CHANGELIST), {name: "echo\x00"})
+    assert response.status_code == 302
+    assert response["Location"].endswith("?e=1")
+
+
 def test_a_search_with_a_nul_is_answered(admin_client: Client) -> None:
     # PostgreSQL refuses a NUL even in a query; the admin's search form turns it away first.
     job()
@@ -146,6 +235,14 @@ def test_search_matches_ids_exactly(admin_client: Client, field: str) -> None:
     assert [item.pk for item in response.context["cl"].result_list] == [wanted.pk]
     partial = admin_client.get(reverse(CHANGELIST), {"q": term[:-1]})
     assert partial.context["cl"].result_count == 0
+
+
+@override_settings(USE_TZ=False)
+def test_the_list_shows_creation_times_without_time_zone_support(admin_client: Client) -> None:
+    job(created_at=datetime(2024, 5, 17, 9, 30))  # naive, as Django stores it without USE_TZ
+    response = admin_client.get(reverse(CHANGELIST))
+    assert response.status_code == 200
+    assert "2024-05-17 09:30" in response.content.decode()
 
 
 def test_list_leaves_large_fields_unread(admin_client: Client) -> None:

@@ -9,12 +9,14 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from django_qstash_jobs import JOB_TYPES, register_job
 from django_qstash_jobs.checks import check_schedules, check_settings
 from django_qstash_jobs.conf import DEFAULTS, get_config
-from django_qstash_jobs.options import MAX_RETRIES
+from django_qstash_jobs.jobs.schemas import MAX_RETENTION_DAYS
+from django_qstash_jobs.options import MAX_RETRIES, is_absolute_http_url
 from django_qstash_jobs.registry import registry
 from django_qstash_jobs.transports import get_transport
 
@@ -128,9 +130,74 @@ def test_a_qstash_url_without_a_scheme_is_an_error() -> None:
     assert check_ids(**DEV, URL="http://127.0.0.1:8080") == set()
 
 
-@pytest.mark.parametrize("timeout", [0, -1, True, "10", float("nan"), float("inf")])
+@pytest.mark.parametrize("timeout", [0, -1, True, "10", float("nan"), float("inf"), 10**400])
 def test_a_publish_timeout_must_be_a_positive_number(timeout: Any) -> None:
     assert check_ids(**DEV, PUBLISH_TIMEOUT=timeout) == {"django_qstash_jobs.E012"}
+
+
+def test_a_url_with_an_unclosed_ipv6_bracket_is_an_error_not_a_crash() -> None:
+    assert not is_absolute_http_url("http://[::1")
+    assert check_ids(**DEV, URL="http://[::1") == {"django_qstash_jobs.E011"}
+    receiver = {**DEV, "RECEIVER_URL": "http://[::1/jobs/receive/"}
+    assert check_ids(**receiver) == {"django_qstash_jobs.E005"}
+
+
+@pytest.mark.parametrize("qstash_jobs", [["TOKEN"], "TOKEN", 5])
+def test_qstash_jobs_that_is_not_a_dict_is_an_error_not_a_crash(qstash_jobs: Any) -> None:
+    with override_settings(QSTASH_JOBS=qstash_jobs):
+        errors = check_settings()
+        assert check_schedules() == []  # nothing more to say about a setting that is not a dict
+        with pytest.raises(ImproperlyConfigured, match="QSTASH_JOBS must be a dict"):
+            get_config()
+    assert [error.id for error in errors] == ["django_qstash_jobs.E019"]
+    assert type(qstash_jobs).__name__ in errors[0].msg
+
+
+def test_unknown_keys_that_are_not_strings_are_reported_too() -> None:
+    with override_settings(QSTASH_JOBS={**DEV, 5: "x", "TOKENS": "y"}):
+        errors = check_settings()
+    assert [error.id for error in errors] == ["django_qstash_jobs.E007"] * 2
+
+
+@pytest.mark.parametrize("grace", ["60", -1, 1.5, True])
+def test_the_republish_grace_must_be_a_whole_number_of_seconds(grace: Any) -> None:
+    assert check_ids(**DEV, REPUBLISH_GRACE_SECONDS=grace) == {"django_qstash_jobs.E020"}
+
+
+def test_no_republish_grace_is_fine() -> None:
+    assert check_ids(**DEV, REPUBLISH_GRACE_SECONDS=0) == set()
+
+
+def test_a_retention_longer_than_cleanup_accepts_is_an_error() -> None:
+    assert check_ids(**DEV, RETENTION_DAYS=MAX_RETENTION_DAYS) == set()
+    too_long = MAX_RETENTION_DAYS + 1
+    assert check_ids(**DEV, RETENTION_DAYS=too_long) == {"django_qstash_jobs.E021"}
+
+
+@pytest.mark.parametrize("storage", ["reports", ["default"], 5])
+def test_the_storage_must_name_an_entry_of_storages(storage: Any) -> None:
+    with override_settings(QSTASH_JOBS={**DEV, "STORAGE": storage}):
+        errors = check_settings()
+    assert [error.id for error in errors] == ["django_qstash_jobs.E022"]
+    assert repr(storage) in errors[0].msg
+    assert "'default'" in (errors[0].hint or "")
+
+
+def test_a_storage_of_storages_is_fine() -> None:
+    reports = {"BACKEND": "django.core.files.storage.InMemoryStorage"}
+    with override_settings(STORAGES={**settings.STORAGES, "reports": reports}):
+        assert check_ids(**DEV, STORAGE="reports") == set()
+
+
+@pytest.mark.django_db(databases="__all__")  # Django's own model checks ask each database
+def test_commands_stop_at_the_checks_before_a_setting_they_cannot_use() -> None:
+    qstash_jobs = {**settings.QSTASH_JOBS, "REPUBLISH_GRACE_SECONDS": "60", "STORAGE": "reports"}
+    with (
+        override_settings(QSTASH_JOBS=qstash_jobs),
+        pytest.raises(SystemCheckError, match="E020") as raised,
+    ):
+        call_command("republish_jobs", skip_checks=False, stdout=StringIO())
+    assert "E022" in str(raised.value)
 
 
 def test_a_fractional_publish_timeout_is_fine() -> None:
@@ -154,6 +221,24 @@ def test_a_transport_path_that_cannot_be_imported_is_an_error(path: str) -> None
             get_transport()
     assert error.id == "django_qstash_jobs.E014"
     assert error.msg == str(raised.value)  # what the first job would have said
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "os.path",  # a module
+        "tests.settings.SECRET_KEY",  # a setting
+        "django_qstash_jobs.conf.JobsConfig",  # a class, but not a transport
+    ],
+)
+def test_a_transport_path_that_names_no_transport_class_is_an_error(path: str) -> None:
+    with override_settings(QSTASH_JOBS={**DEV, "TRANSPORT": path}):
+        [error] = check_settings()
+        with pytest.raises(ImproperlyConfigured) as raised:
+            get_transport()
+    assert error.id == "django_qstash_jobs.E014"
+    assert error.msg == str(raised.value)
+    assert "not a subclass of django_qstash_jobs.transports.BaseTransport" in error.msg
 
 
 @pytest.mark.parametrize(

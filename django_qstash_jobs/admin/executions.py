@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
+from django.contrib.admin import ListFilter
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -26,6 +29,7 @@ from django_qstash_jobs.admin.dashboard import (
     format_duration,
     status_badge,
 )
+from django_qstash_jobs.admin.pagination import LimitedCountPaginator
 from django_qstash_jobs.admin.read_only import ACTION_PLACES, ReadOnlyWithActions, pretty_json
 from django_qstash_jobs.dispatcher import job_dispatcher
 from django_qstash_jobs.exceptions import EnqueueError, JobStateError
@@ -96,6 +100,13 @@ class JobChangeList(ChangeList):
     def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Any]:
         return super().get_queryset(request, exclude_parameters).defer(*LARGE_FIELDS)
 
+    def get_filters(
+        self, request: HttpRequest
+    ) -> tuple[list[ListFilter], bool, dict[str, bool | str], bool, bool]:
+        # The search term is not among these: the admin's search form refuses a NUL itself.
+        refuse_nul_characters(self.get_filters_params())
+        return super().get_filters(request)
+
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
         # Iterating fills the page queryset's cache, which the template then reuses.
@@ -103,6 +114,44 @@ class JobChangeList(ChangeList):
         users = users_by_id(job.user_id for job in jobs if job.user_id)
         for job in jobs:
             setattr(job, LISTED_USER, users.get(job.user_id or ""))
+
+
+def refuse_nul_characters(filter_params: Mapping[str, list[str]]) -> None:
+    """Refuse a filter value holding NUL, which PostgreSQL rejects with an error.
+
+    :exc:`IncorrectLookupParameters` has the admin show its "invalid parameters" page.
+    """
+    for name, values in filter_params.items():
+        if any("\x00" in value for value in values):
+            raise IncorrectLookupParameters(f"{name!r} holds a NUL character.")
+
+
+class CreatedDateFilter(admin.DateFieldListFilter):
+    """The admin's date filter, refusing a date that leaves the calendar.
+
+    "9999-12-31T23:59:59-01:00" is a valid date, but it is past year 9999 once converted to
+    the database's UTC, which raises OverflowError when the query is built.
+    """
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
+        connection = connections[queryset.db]
+        for lookup, values in self.used_parameters.items():
+            if not lookup.endswith("__isnull"):
+                # Lists since Django 5.0: a parameter may be given more than once.
+                self._refuse_beyond_the_calendar(lookup, cast(list[str], values), connection)
+        return super().queryset(request, queryset)
+
+    def _refuse_beyond_the_calendar(
+        self, lookup: str, values: list[str], connection: BaseDatabaseWrapper
+    ) -> None:
+        for value in values:
+            try:
+                # What building the query does to the value, without building it.
+                self.field.get_db_prep_value(value, connection)
+            except OverflowError as exc:
+                raise IncorrectLookupParameters(f"{lookup}={value!r}: {exc}") from exc
+            except (ValueError, ValidationError):
+                pass  # not a date at all: Django's own filter refuses it
 
 
 class RegisteredJobTypeFilter(admin.SimpleListFilter):
@@ -141,8 +190,10 @@ class JobExecutionAdmin(ReadOnlyWithActions, _Base):
     # No filter or count reads the whole table on each page: the job types come from the
     # registry (not a DISTINCT over every row), there is no date hierarchy (another DISTINCT;
     # the created filter has the same dates), and no count of all rows beside a filtered one.
-    list_filter = ["status", RegisteredJobTypeFilter, "created_at"]
+    list_filter = ["status", RegisteredJobTypeFilter, ("created_at", CreatedDateFilter)]
     show_full_result_count = False
+    # Nor does the page's own count, which Django's paginator takes over the whole table.
+    paginator = LimitedCountPaginator
     search_fields = ["=job_id", "=idempotency_key", "=message_id"]
     search_help_text = gettext_lazy("An exact job id, idempotency key or QStash message id.")
     list_per_page = 50
@@ -258,7 +309,10 @@ class JobExecutionAdmin(ReadOnlyWithActions, _Base):
     @admin.display(description=gettext_lazy("created"), ordering="created_at")
     def created(self, obj: JobExecution) -> str:
         # Compact and sortable by eye; the locale's long format would not fit beside the rest.
-        return timezone.localtime(obj.created_at).strftime("%Y-%m-%d %H:%M")
+        created_at = obj.created_at
+        if timezone.is_aware(created_at):  # naive with USE_TZ = False: already local time
+            created_at = timezone.localtime(created_at)
+        return created_at.strftime("%Y-%m-%d %H:%M")
 
     # -- detail ----------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sqlite3
 import sys
@@ -25,17 +26,46 @@ from .defaults import (
 )
 from .server import DevServer
 
+#: The highest TCP port number.
+MAX_PORT = 65535
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, or 0 for any free one."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    # Refused here, with the usage line, rather than by the socket with a traceback.
+    if not 0 <= port <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"a port is 0 to {MAX_PORT}, not {port}")
+    return port
+
+
+def backoff_scale(text: str) -> float:
+    """An argparse type: a finite factor of at least 0."""
+    try:
+        scale = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    # A NaN or infinite wait could never be computed into a delivery time.
+    if not math.isfinite(scale) or scale < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, not {text}")
+    return scale
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options (shared with the Django management command)."""
     parser.add_argument("--host", default=DEFAULT_HOST, help="interface to listen on")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0 = any free)")
+    parser.add_argument(
+        "--port", type=port_number, default=DEFAULT_PORT, help="port (0 = any free)"
+    )
     parser.add_argument(
         "--db", default=DEFAULT_DB_PATH, metavar="PATH", help="SQLite file holding all state"
     )
     parser.add_argument(
         "--backoff-scale",
-        type=float,
+        type=backoff_scale,
         default=1.0,
         metavar="FLOAT",
         help="multiplies every retry backoff, delay and not-before wait (0 = at once)",
@@ -73,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def server_from_options(options: argparse.Namespace) -> DevServer:
     """Build a (not yet started) server from parsed options."""
+    # call_command(..., backoff_scale=-1) gives options that the parser's types never saw.
     if options.backoff_scale < 0:
         raise SystemExit("--backoff-scale must be >= 0")
     return DevServer(

@@ -39,11 +39,23 @@ def import_transport_class(name: Any) -> type[BaseTransport]:
             f"QSTASH_JOBS['TRANSPORT'] must be a string, not {type(name).__name__}."
         )
     try:
-        transport_class: type[BaseTransport] = import_string(TRANSPORTS.get(name, name))
+        imported: Any = import_string(TRANSPORTS.get(name, name))
     # ValueError: a path starting with a dot (".Transport") has an empty module name.
     except (ImportError, ValueError) as exc:
         raise ImproperlyConfigured(
             f"QSTASH_JOBS['TRANSPORT'] is {name!r}, which is neither "
             f"{' nor '.join(map(repr, TRANSPORTS))} nor an importable class: {exc}"
         ) from exc
-    return transport_class
+    # A module or a setting would import too, and only fail when the first job is published.
+    if not (isinstance(imported, type) and issubclass(imported, BaseTransport)):
+        raise ImproperlyConfigured(
+            f"QSTASH_JOBS['TRANSPORT'] is {name!r}, which names {_describe(imported)}, "
+            "not a subclass of django_qstash_jobs.transports.BaseTransport."
+        )
+    return imported
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, type):
+        return f"the class {value.__module__}.{value.__qualname__}"
+    return f"a {type(value).__name__}"

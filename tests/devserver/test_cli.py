@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from qstash import QStash
 
 from django_qstash_jobs.devserver import (
@@ -18,6 +20,7 @@ from django_qstash_jobs.devserver import (
     DEFAULT_NEXT_SIGNING_KEY,
     DEFAULT_TOKEN,
 )
+from django_qstash_jobs.devserver.cli import build_parser
 
 from .conftest import Destination
 
@@ -131,3 +134,34 @@ def test_the_server_package_never_imports_django() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error"),
+    [
+        ("--port", "70000", "a port is 0 to 65535, not 70000"),
+        ("--port", "-1", "a port is 0 to 65535, not -1"),
+        ("--port", "http", "not a port number: 'http'"),
+        ("--backoff-scale", "-1", "must be a finite number of at least 0, not -1"),
+        ("--backoff-scale", "nan", "must be a finite number of at least 0, not nan"),
+        ("--backoff-scale", "inf", "must be a finite number of at least 0, not inf"),
+    ],
+)
+def test_an_option_out_of_range_is_a_usage_error_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], option: str, value: str, error: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([option, value])
+    assert exited.value.code == 2  # argparse's usage error
+    assert f"argument {option}: {error}" in capsys.readouterr().err
+
+
+def test_the_extreme_ports_and_no_backoff_are_accepted() -> None:
+    assert build_parser().parse_args(["--port", "0"]).port == 0
+    assert build_parser().parse_args(["--port", "65535"]).port == 65535
+    assert build_parser().parse_args(["--backoff-scale", "0"]).backoff_scale == 0.0
+
+
+def test_manage_py_qstash_dev_refuses_a_port_out_of_range() -> None:
+    with pytest.raises(CommandError, match="a port is 0 to 65535, not 70000"):
+        call_command("qstash_dev", "--port", "70000")
