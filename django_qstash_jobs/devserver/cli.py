@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TextIO
 
+from ..management.arguments import whole_number
 from .defaults import (
     DEFAULT_CURRENT_SIGNING_KEY,
     DEFAULT_DB_PATH,
@@ -28,18 +29,6 @@ from .server import DevServer
 
 #: The highest TCP port number.
 MAX_PORT = 65535
-
-
-def port_number(text: str) -> int:
-    """An argparse type: a TCP port, or 0 for any free one."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    # Refused here, with the usage line, rather than by the socket with a traceback.
-    if not 0 <= port <= MAX_PORT:
-        raise argparse.ArgumentTypeError(f"a port is 0 to {MAX_PORT}, not {port}")
-    return port
 
 
 def backoff_scale(text: str) -> float:
@@ -58,7 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options (shared with the Django management command)."""
     parser.add_argument("--host", default=DEFAULT_HOST, help="interface to listen on")
     parser.add_argument(
-        "--port", type=port_number, default=DEFAULT_PORT, help="port (0 = any free)"
+        # Refused here, with the usage line, rather than by the socket with a traceback.
+        "--port",
+        type=whole_number(0, MAX_PORT),
+        default=DEFAULT_PORT,
+        help="port (0 = any free)",
     )
     parser.add_argument(
         "--db", default=DEFAULT_DB_PATH, metavar="PATH", help="SQLite file holding all state"
