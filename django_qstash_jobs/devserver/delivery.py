@@ -184,17 +184,21 @@ def _read_limited(response: http.client.HTTPResponse, deadline: float) -> tuple[
     size = 0
     while True:
         chunk = response.read1(65536)
-        if not chunk:
-            if response.length:
-                # The connection ended before the Content-Length did (read() says the same).
-                raise http.client.IncompleteRead(b"".join(chunks), response.length)
-            return b"".join(chunks), True
         chunks.append(chunk)
         size += len(chunk)
         if size >= MAX_RESPONSE_BODY_BYTES:
             return b"".join(chunks)[:MAX_RESPONSE_BODY_BYTES], False
+        if not chunk or response.length == 0:
+            break
         if time.monotonic() > deadline:
             raise _Failure("Timeout", "the response took longer than the attempt's timeout")
+    if response.length:
+        # The connection ended before the Content-Length did (read() says the same).
+        raise http.client.IncompleteRead(b"".join(chunks), response.length)
+    # Before Python 3.12, a response read to its Content-Length with read1() stays open, and its
+    # connection refuses the next request (ResponseNotReady); read() of what is left closes it.
+    response.read()
+    return b"".join(chunks), True
 
 
 def _write(
