@@ -314,6 +314,10 @@ def _describe_days(
     at_times: bool,
 ) -> str:
     parts = []
+    if raw[2] != "*" and _every_day_of_the_week(weekday):
+        # "0-7" restricts nothing: with a day of the month too, either matching is enough, so
+        # it fires every day as well.
+        raw = ("*", raw[1], "*")
     if raw[0] != "*":
         plural = "" if len(day) == 1 and day[0].is_single else "s"
         parts.append(f"on day{plural} {_values(day, raw[0], str)} of the month")
@@ -331,6 +335,16 @@ def _describe_days(
         months = _values(month, raw[1], lambda number: _MONTH_NAMES[number - 1])
         parts.append(f"{every_day}in {months}")
     return " ".join(parts)
+
+
+def _every_day_of_the_week(weekday: Sequence[CronItem]) -> bool:
+    days: set[int] = set()
+    for item in weekday:
+        if item.start is None or item.step is not None:
+            return False  # "*" is told apart by the caller; a step is left as written
+        last = item.start if item.end is None else item.end
+        days.update(number % 7 for number in range(item.start, last + 1))
+    return len(days) == 7
 
 
 def _day_name(number: int) -> str:

@@ -51,6 +51,8 @@ _REQUIRED_KEYS = ("name", "job_type", "cron")
 #: QStash schedule ids allow letters, digits, '-', '_' and '.'.
 _UNSAFE_IN_ID = re.compile(r"[^A-Za-z0-9_.-]+")
 _NAME_MAX_LENGTH = 200
+#: The ``cron`` column's length: every minute and hour listed one by one is longer.
+_CRON_MAX_LENGTH = 200
 #: The row fields a definition sets (``source`` and ``paused`` are decided separately).
 _ROW_FIELDS = ("job_type", "cron", "payload", "user_id", "organization_id")
 
@@ -97,6 +99,12 @@ def define(
             f"not {name!r}."
         )
     cron = validate_cron(cron)
+    if len(cron) > _CRON_MAX_LENGTH:
+        raise ScheduleError(
+            f"Schedule {name!r}: the cron expression has {len(cron)} characters once written "
+            f"out, more than the {_CRON_MAX_LENGTH} stored; use ranges and steps (0-59/5) rather "
+            "than long lists."
+        )
     try:
         job = registry.get(job_type)
     except UnknownJobTypeError as exc:
@@ -122,6 +130,15 @@ def define(
         **owner_columns(parsed),
         paused=paused,
     )
+
+
+def schedule_rows() -> QuerySet[JobSchedule]:
+    """Schedule rows read from the database they are written to.
+
+    Behind a router that reads from a replica, a schedule just made may not be there yet: a
+    sync would take its QStash copy for a stranger's leftover and delete it.
+    """
+    return JobSchedule.objects.using(router.db_for_write(JobSchedule))
 
 
 def schedule_id_for(name: str) -> str:
@@ -251,7 +268,7 @@ def schedule(
     raised and the saved row waits for ``sync_schedules``.
     """
     definition = define(job_type, cron, payload, metadata, name=name)
-    existing = JobSchedule.objects.filter(name=name).values_list("source", flat=True).first()
+    existing = schedule_rows().filter(name=name).values_list("source", flat=True).first()
     if existing == ScheduleSource.SETTINGS:
         raise ScheduleError(
             f"Schedule {name!r} is declared in QSTASH_JOBS['SCHEDULES']; change it there and "
@@ -274,8 +291,8 @@ def schedule(
 def get_schedule(schedule_id: str) -> JobSchedule:
     """The schedule with this schedule id (or, failing that, this name)."""
     row = (
-        JobSchedule.objects.filter(schedule_id=schedule_id).first()
-        or JobSchedule.objects.filter(name=schedule_id).first()
+        schedule_rows().filter(schedule_id=schedule_id).first()
+        or schedule_rows().filter(name=schedule_id).first()
     )
     if row is None:
         raise ScheduleError(f"No schedule has the id or name {schedule_id!r}.")
@@ -463,7 +480,7 @@ def plan_sync() -> SyncPlan:
         )
     declared = {definition.name: definition for definition in declared_schedules()}
     remote = {schedule.schedule_id: schedule for schedule in get_transport().list_schedules()}
-    rows = {row.name: row for row in JobSchedule.objects.all()}
+    rows = {row.name: row for row in schedule_rows()}
     plan = SyncPlan()
     for name in sorted(set(rows) | set(declared)):
         row, definition = rows.get(name), declared.get(name)

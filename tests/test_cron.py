@@ -295,3 +295,9 @@ def test_an_expression_is_read_once_however_often_it_is_described() -> None:
         describe_cron("15 3 * * 1-5")
         next_runs("15 3 * * 1-5", 1)
     assert _parse_cron.cache_info().hits == before + 6
+
+
+@pytest.mark.parametrize("cron", ["0 9 * * 0-7", "0 9 * * 1-7", "0 9 1 * 0-7"])
+def test_every_day_of_the_week_is_described_as_every_day(cron: str) -> None:
+    # With a day of the month too, either matching is enough: every day all the same.
+    assert describe_cron(cron) == describe_cron("0 9 * * *") == "At 09:00 every day"

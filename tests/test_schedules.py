@@ -991,3 +991,15 @@ def test_admin_actions_need_the_change_permission(
     assert "pause_selected" not in page
     client.post(CHANGELIST, {"action": "pause_selected", "_selected_action": [nightly.pk]})
     assert JobSchedule.objects.get().paused is False
+
+
+def test_a_cron_longer_than_its_column_is_refused_when_defined() -> None:
+    # Every minute and hour listed: valid, but 200 characters are stored (PostgreSQL refused
+    # the row with a DataError, out of schedule() or half-way through a sync).
+    every = ",".join(map(str, range(60))) + " " + ",".join(map(str, range(24))) + " * * 1-5"
+    with pytest.raises(ScheduleError, match="characters once written out"):
+        job_dispatcher.schedule("echo", every, {"message": "x"}, name="long")
+    declared = {"name": "long", "job_type": "echo", "cron": every, "payload": {"message": "x"}}
+    with override_settings(QSTASH_JOBS={**settings.QSTASH_JOBS, "SCHEDULES": [declared]}):
+        assert [problem for problem in check_schedules(None) if "characters" in problem.msg]
+    assert not JobSchedule.objects.exists()
