@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -42,7 +43,7 @@ class JobContext:
         """
         from django_qstash_jobs import statements
 
-        percent = max(0, min(100, int(percent)))
+        percent = _percent(percent, self.execution.progress)
         # A file name from os.listdir() may hold a lone surrogate, which no text column takes.
         message = storable.text(str(message))[:255]
         now = timezone.now()
@@ -55,3 +56,15 @@ class JobContext:
         )
         self.execution.progress = percent
         self.execution.progress_message = message
+
+
+def _percent(value: int | float, current: int) -> int:
+    """``value`` as a whole percentage from 0 to 100; a NaN keeps ``current``.
+
+    A progress report must never fail the job: ``int()`` raises on a NaN or an infinity.
+    """
+    if isinstance(value, float):
+        if math.isnan(value):
+            return current
+        value = max(0.0, min(100.0, value))
+    return max(0, min(100, int(value)))

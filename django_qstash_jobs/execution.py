@@ -9,8 +9,6 @@ from __future__ import annotations
 import enum
 import logging
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,8 +46,8 @@ class Outcome(enum.Enum):
     RETRY = "retry"
     #: The handler failed on the last attempt: the job is failed.
     FAILED = "failed"
-    #: The job can never succeed (bad payload, unknown type, PermanentJobError, unknown job):
-    #: QStash must not retry.
+    #: The job can never succeed (bad payload, unknown type, PermanentJobError): QStash must
+    #: not retry.
     REJECTED = "rejected"
     #: Another delivery holds the job right now; QStash should try again later.
     BUSY = "busy"
@@ -93,7 +91,7 @@ def execute(delivery: Delivery) -> Outcome:
     try:
         job_type = registry.get(execution.job_type)
         payload = job_type.validate(execution.payload)
-        with _outcome_kept_recordable():
+        with _OutcomeKeptRecordable():
             returned = job_type.handler(payload, context)
         result = _json_result(returned)
     except (PermanentJobError, UnknownJobTypeError, JobValidationError) as exc:
@@ -113,30 +111,33 @@ def execute(delivery: Delivery) -> Outcome:
     return Outcome.COMPLETED
 
 
-@contextmanager
-def _outcome_kept_recordable() -> Iterator[None]:
+class _OutcomeKeptRecordable:
     """Around the handler, where it runs inside the caller's transaction (the ``immediate``
     transport there): a savepoint, rolled back only if the handler's error aborted the
     transaction (PostgreSQL), so that its outcome can still be recorded.
 
     Kept otherwise: the handler's own writes of a failed attempt (an email batch's delivery
     records) must stay, or the next attempt would send again what this one sent. Over HTTP
-    the receiver runs in autocommit, and nothing is needed.
+    the receiver runs in autocommit, and nothing is needed. A class rather than a
+    ``@contextmanager``: that re-raises by setting the exception's ``__traceback__``, which a
+    frozen (dataclass) exception refuses, and its own error would replace the handler's.
     """
-    using = router.db_for_write(JobExecution)
-    if not transaction.get_connection(using).in_atomic_block:
-        yield
-        return
-    savepoint = _create_savepoint(using=using)
-    try:
-        yield
-    except BaseException:
-        if _transaction_aborted(using):
-            transaction.savepoint_rollback(savepoint, using=using)
-        else:
-            transaction.savepoint_commit(savepoint, using=using)
-        raise
-    transaction.savepoint_commit(savepoint, using=using)
+
+    def __enter__(self) -> None:
+        self.using = router.db_for_write(JobExecution)
+        self.savepoint: str | None = None
+        if transaction.get_connection(self.using).in_atomic_block:
+            self.savepoint = _create_savepoint(using=self.using)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, trace: Any
+    ) -> None:
+        if self.savepoint is not None:
+            if exc is not None and _transaction_aborted(self.using):
+                transaction.savepoint_rollback(self.savepoint, using=self.using)
+            else:
+                transaction.savepoint_commit(self.savepoint, using=self.using)
+        # None: the handler's exception, if any, goes on as it is.
 
 
 def _transaction_aborted(using: str) -> bool:
@@ -160,14 +161,12 @@ _LIBPQ_IN_FAILED_TRANSACTION = 3
 def _unclaimed_outcome(job_id: str, delivery: Delivery) -> Outcome:
     status = statements.job_rows().filter(job_id=job_id).values_list("status", flat=True).first()
     if status is None:
-        if delivery.retried == 0:
-            # Perhaps not committed yet: published from inside a transaction (ENQUEUE_ON_COMMIT
-            # off), QStash can deliver first. Busy, so that QStash asks again in a few seconds.
-            logger.info("Delivery for job %s, not recorded (yet): asked to come back.", job_id)
-            return Outcome.BUSY
-        # Still not there: deleted, or its transaction rolled back. Retrying cannot help.
-        logger.warning("Delivery for unknown job %s rejected.", job_id)
-        return Outcome.REJECTED
+        # Perhaps not committed yet: published from inside a transaction (ENQUEUE_ON_COMMIT
+        # off), QStash can deliver first, and that transaction may run long. Busy at every
+        # attempt: refused, the job would be lost once it commits. A row deleted, or rolled
+        # back, costs QStash only its few retries.
+        logger.info("Delivery for job %s, not recorded (yet): asked to come back.", job_id)
+        return Outcome.BUSY
     if status in FINISHED_STATUSES:
         return Outcome.ACKNOWLEDGED
     return Outcome.BUSY

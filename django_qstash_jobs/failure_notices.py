@@ -121,6 +121,11 @@ def record(notice: FailureNotice) -> tuple[Outcome, str | None]:
         return Outcome.ACKNOWLEDGED, job_id
     current = statements.job_rows().filter(this_publish, job_id=job_id)
     status = current.values_list("status", flat=True).first()
+    if status is None and not statements.job_rows().filter(job_id=job_id).exists():
+        # No row at all: perhaps its transaction has not committed yet (ENQUEUE_ON_COMMIT off).
+        # Busy, so that QStash brings the notice back and a job committed late is failed,
+        # visibly, instead of waiting queued for ever for a message that is gone.
+        return Outcome.BUSY, job_id
     if status is None or status in FINISHED_STATUSES:
         # Finished, gone, or published again since: nothing for this notice to do.
         return Outcome.ACKNOWLEDGED, job_id

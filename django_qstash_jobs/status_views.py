@@ -1,9 +1,10 @@
 """A job's status for its owner and for staff: a JSON snapshot and a Server-Sent Events stream.
 
 Both answer 404, never 403, to anyone else (anonymous included), so job ids cannot be probed.
-The stream is an async generator under ASGI, where it holds no worker thread while it waits,
-and a plain generator under WSGI (runserver, gunicorn's sync workers, the test client), where
-Django would otherwise buffer an async stream to its end before sending anything.
+The stream is an async generator under ASGI and a plain generator under WSGI (runserver,
+gunicorn, the test client), where Django would otherwise buffer an async stream to its end
+before sending anything. Either way an open stream holds a thread and a database connection
+while it lasts; under WSGI it ends sooner, before a sync worker's timeout.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from asgiref.sync import sync_to_async
@@ -37,6 +38,9 @@ class StreamTiming:
     keepalive_interval: float = 15.0
     #: Seconds after which the stream ends; EventSource reconnects and gets the current state.
     max_duration: float = 300.0
+    #: The same under WSGI: gunicorn's sync workers abort (and restart) past their --timeout,
+    #: 30 s by default, a request they serve.
+    wsgi_max_duration: float = 25.0
     #: The reconnection delay the browser is asked to use, in milliseconds.
     reconnect_ms: int = 3000
 
@@ -91,8 +95,15 @@ async def job_status_events(request: HttpRequest, job_id: str) -> HttpResponseBa
     job = await _visible_job(request, job_id)
     if job is None:
         return _not_found()
-    stream = _EventStream(job, STREAM_TIMING)
-    events = stream.async_events() if isinstance(request, ASGIRequest) else stream.sync_events()
+    events: AsyncIterator[bytes] | Iterator[bytes]
+    if isinstance(request, ASGIRequest):
+        events = _EventStream(job, STREAM_TIMING).async_events()
+    else:
+        timing = replace(
+            STREAM_TIMING,
+            max_duration=min(STREAM_TIMING.max_duration, STREAM_TIMING.wsgi_max_duration),
+        )
+        events = _EventStream(job, timing).sync_events()
     response = StreamingHttpResponse(events, content_type="text/event-stream")
     add_never_cache_headers(response)
     # nginx buffers proxied responses by default, which would hold events back.

@@ -24,7 +24,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.module_loading import import_string
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from django_qstash_jobs import signals, storable
+from django_qstash_jobs import signals, statements, storable
 from django_qstash_jobs.context import JobContext
 from django_qstash_jobs.exceptions import PermanentJobError
 from django_qstash_jobs.models import JobExecution, JobStatus
@@ -247,7 +247,8 @@ def _load_result_fields(execution: JobExecution) -> None:
     """Load, in one query, the columns a result needs that a delivery's claim left unread."""
     deferred = execution.get_deferred_fields() & _RESULT_FIELDS
     if deferred:
-        execution.refresh_from_db(fields=sorted(deferred))
+        # From the database written to: a replica may not have the row, or this claim, yet.
+        execution.refresh_from_db(from_queryset=statements.job_rows(), fields=sorted(deferred))
 
 
 def _padded(worker_ids: list[str], attempts: int) -> list[str]:
@@ -307,15 +308,17 @@ def run_task(payload: TaskPayload, ctx: JobContext) -> dict[str, Any]:
         # BaseException: a task's sys.exit(), or an async task's CancelledError, fails the
         # attempt as Django's own backends count it; the receiver records it and lets it go on.
         record.errors.append(_task_error(exc))
-        setattr(exc, _STORED_MARK, True)
+        # On the row's object, not the exception: a frozen exception refuses new attributes.
+        setattr(execution, _STORED_MARK, exc)
         _save_failed_attempt(execution, record)
         raise
     return record.as_json()
 
 
-#: Set on an exception whose error run_task stored. A failure the receiver records after the
-#: task returned (a result it cannot store), or with no task running (QStash gave up, or refused
-#: the publish), has no mark: its error is added when job_failed is sent.
+#: Set on the delivery's row object to the exception whose error run_task stored. A failure the
+#: receiver records after the task returned (a result it cannot store), or with no task running
+#: (QStash gave up, or refused the publish), has no mark: its error is added when job_failed is
+#: sent.
 _STORED_MARK = "_django_qstash_jobs_task_error_stored"
 
 
@@ -365,7 +368,7 @@ def _send_failed(
     """``task_finished`` for a failed task, its last error stored first if the task did not."""
     if execution.job_type != DJANGO_TASK:
         return
-    if not getattr(exception, _STORED_MARK, False):
+    if getattr(execution, _STORED_MARK, None) is not exception:
         _load_result_fields(execution)
         record = TaskRecord.from_json(execution.result)
         record.errors.append(_task_error(exception))

@@ -137,10 +137,23 @@ class QStashBackend(BaseTaskBackend):
         # Without the app installed this module cannot be imported (see above): no check here.
         messages: list[CheckMessage] = []
         try:
-            self._options  # noqa: B018 - reading it checks it
+            config = get_config()
+        except ImproperlyConfigured:
+            return messages  # QSTASH_JOBS is no dict: the app's own check (E019) says so
+        try:
+            options = self._options
         except ImproperlyConfigured as exc:
             messages.append(Error(str(exc), id="django_qstash_jobs.tasks.E002"))
-        config = get_config()
+        else:
+            if options.get("callback") and options["callback"] == config.receiver_url:
+                messages.append(
+                    Error(
+                        f"{where}: OPTIONS['callback'] is RECEIVER_URL, which every enqueue "
+                        "refuses (the receiver records every attempt already).",
+                        hint="Point callback at a view of your own, or leave it out.",
+                        id="django_qstash_jobs.tasks.E002",
+                    )
+                )
         if config.transport == "qstash" and not config.receiver_url:
             messages.append(
                 Error(

@@ -47,24 +47,29 @@ _ANSWERS: dict[Outcome, int] = {
 }
 
 
-def _answer(outcome: Outcome, job_id: str | None = None) -> HttpResponse:
+def _answer(outcome: Outcome, job_id: str | None = None, *, retried: int = 0) -> HttpResponse:
     response = JsonResponse({"status": outcome.value}, status=_ANSWERS[outcome])
     if outcome is Outcome.REJECTED:
         response["Upstash-NonRetryable-Error"] = "true"
     elif outcome is Outcome.BUSY:
-        response["Retry-After"] = str(_retry_after(job_id))
+        retry_after = _retry_after(job_id, retried)
+        if retry_after is not None:
+            response["Retry-After"] = str(retry_after)
     return response
 
 
-#: How long a delivery for a job not recorded yet waits: its enqueue's transaction is committing.
+#: How long a first delivery for a job not recorded yet waits: its enqueue's transaction is
+#: committing.
 NOT_RECORDED_RETRY_SECONDS = 10
 
 
-def _retry_after(job_id: str | None) -> int:
-    """Whole seconds until the job may be free to run.
+def _retry_after(job_id: str | None, retried: int) -> int | None:
+    """Whole seconds until the job may be free to run; None to leave it to QStash's backoff.
 
-    What is left of the running delivery's lease (at least 1); a few seconds for a job whose row
-    is not there yet; a whole lease when there is no lease to go by.
+    What is left of the running delivery's lease (at least 1); a whole lease when there is no
+    lease to go by. For a job whose row is not there, a few seconds at first (its transaction
+    is committing), then QStash's own backoff, which waits longer at each retry: a transaction
+    that runs long still finds its job delivered once it commits.
     """
     # A tuple per row, so that a row without a lease is told from no row at all.
     row = (
@@ -73,7 +78,7 @@ def _retry_after(job_id: str | None) -> int:
         else None
     )
     if row is None:
-        return NOT_RECORDED_RETRY_SECONDS
+        return NOT_RECORDED_RETRY_SECONDS if retried == 0 else None
     (expires,) = row
     if expires is None:
         return get_config().lease_seconds
@@ -136,7 +141,7 @@ class ReceiveView(View):
             # The traceback goes to the log only, even with DEBUG on.
             logger.exception("Executing delivery %s failed.", delivery.message_id)
             return JsonResponse({"status": "error"}, status=500)
-        return _answer(outcome, job_id)
+        return _answer(outcome, job_id, retried=delivery.retried)
 
 
 def _record_notice(notice: FailureNotice, body: bytes) -> HttpResponse:
@@ -147,7 +152,8 @@ def _record_notice(notice: FailureNotice, body: bytes) -> HttpResponse:
     except Exception:
         logger.exception("Recording QStash's failure notice for %s failed.", notice.message_id)
         return JsonResponse({"status": "error"}, status=500)
-    return _answer(outcome, job_id)
+    # A notice about a job not recorded yet waits on QStash's backoff, as a late delivery does.
+    return _answer(outcome, job_id, retried=1)
 
 
 def _delivery(request: HttpRequest, body: Any) -> Delivery | None:

@@ -257,6 +257,26 @@ def test_a_notice_about_no_job_of_this_site_is_acknowledged(
     assert not JobExecution.objects.exists()
 
 
+def test_a_notice_about_a_job_not_recorded_yet_comes_back_and_then_fails_it(
+    deliver: Deliver, failures: list[dict[str, Any]]
+) -> None:
+    # ENQUEUE_ON_COMMIT off and a long transaction: QStash gave up before the row committed.
+    execution = job()
+    source = source_of(execution)
+    JobExecution.objects.filter(pk=execution.pk).update(job_id="committing")
+    source["job_id"] = execution.job_id
+
+    early = deliver(notice(source))
+
+    assert early.status_code == 503
+    assert "Retry-After" not in early  # QStash's backoff: it waits longer each time
+    JobExecution.objects.filter(pk=execution.pk).update(job_id=execution.job_id)  # committed
+    assert deliver(notice(source)).status_code == 200
+    execution.refresh_from_db()
+    assert execution.status == JobStatus.FAILED
+    assert len(failures) == 1
+
+
 def test_a_schedule_firing_that_never_arrived_is_recorded_failed(deliver: Deliver) -> None:
     schedule = JobSchedule.objects.create(
         name="nightly", schedule_id="scd_nightly", job_type="echo", cron="0 2 * * *",

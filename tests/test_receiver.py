@@ -231,25 +231,30 @@ def test_an_unregistered_job_type_fails_without_retry(deliver: Deliver) -> None:
     assert "Unknown job type 'gone_type'" in execution.error
 
 
-def test_a_signed_body_naming_no_known_job_is_rejected(deliver: Deliver) -> None:
-    assert deliver({"job_id": "does-not-exist"}, retried=1).status_code == 489
+def test_a_signed_body_naming_no_job_is_rejected(deliver: Deliver) -> None:
     assert deliver(b"not json").status_code == 489
     assert deliver({"nothing": "here"}).status_code == 489
     assert deliver(b"[1, 2]").status_code == 489
     assert deliver({"job_id": "nul\x00byte"}).status_code == 489  # PostgreSQL refuses NUL
 
 
-def test_a_job_not_recorded_yet_is_asked_to_come_back_once(deliver: Deliver) -> None:
-    # Published from inside a transaction that has not committed yet, perhaps.
+def test_a_job_not_recorded_yet_is_asked_to_come_back_until_it_is(deliver: Deliver) -> None:
+    # Published from inside a transaction that has not committed yet, perhaps a long one.
     execution = queued()
     body = {"job_id": "not-recorded-yet", "job_type": "echo"}
 
     first = deliver(body)
+    later = [deliver(body, retried=retried) for retried in (1, 2)]
 
     assert first.status_code == 503
     assert first["Retry-After"] == "10"
+    # Then QStash's own backoff, longer at each retry, so that a long transaction is waited for.
+    assert [(answer.status_code, answer.get("Retry-After")) for answer in later] == [
+        (503, None),
+        (503, None),
+    ]
     JobExecution.objects.filter(pk=execution.pk).update(job_id="not-recorded-yet")  # committed
-    assert deliver(body, retried=1).status_code == 200
+    assert deliver(body, retried=3).status_code == 200
     assert SideEffect.objects.filter(job_id="not-recorded-yet").count() == 1
 
 
@@ -479,6 +484,26 @@ def test_progress_with_text_no_column_takes_is_recorded_escaped(
     execution.refresh_from_db()
     assert execution.status == JobStatus.COMPLETED
     assert execution.progress_message.startswith("reading report-")
+
+
+@pytest.mark.parametrize(
+    ("reported", "recorded"),
+    [(float("nan"), 40), (float("inf"), 100), (float("-inf"), 0), (250, 100), (-3.5, 0)],
+)
+def test_progress_out_of_range_is_clamped_and_never_fails_the_job(
+    deliver: Deliver, job_types: Callable[..., Any], reported: float, recorded: int
+) -> None:
+    def reports_progress(payload: Any, ctx: JobContext) -> dict[str, int]:
+        ctx.set_progress(40)
+        ctx.set_progress(reported)
+        return {"progress": ctx.execution.progress}
+
+    job_types("reports_progress", reports_progress, retries=0)
+    execution = queued("reports_progress", {})
+
+    assert deliver(body_of(execution)).status_code == 200
+    execution.refresh_from_db()
+    assert execution.result == {"progress": recorded}
 
 
 def test_a_result_with_an_escaped_backslash_is_no_nul(deliver: Deliver) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -271,6 +272,20 @@ def test_stream_sends_keepalive_comments(people: People, monkeypatch: pytest.Mon
     next(frames)
     assert next(frames) == b": keep-alive\n\n"
     assert next(frames) == b": keep-alive\n\n"
+
+
+def test_a_wsgi_stream_ends_before_a_sync_worker_s_timeout(
+    people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # gunicorn's sync workers abort, and restart, past --timeout (30 s) a request they serve.
+    timing = StreamTiming(
+        poll_interval=0.01, keepalive_interval=3600, max_duration=3.0, wsgi_max_duration=0.05
+    )
+    monkeypatch.setattr(status_views, "STREAM_TIMING", timing)
+    started = time.monotonic()
+    frames = list(open_stream(logged_in(people.owner), job_for(people.owner)))
+    assert frames[-1] == b": stream time limit, reconnect\n\n"
+    assert time.monotonic() - started < 2.5  # the WSGI limit, well before the other one
 
 
 def test_stream_ends_at_its_time_limit_without_a_final_event(

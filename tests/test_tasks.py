@@ -770,3 +770,34 @@ def test_without_the_tasks_framework_the_import_says_what_is_needed(
             patch.delitem(sys.modules, module)
         with pytest.raises(ImportError, match=r"Django 6\.0 or later.*django-tasks backport"):
             importlib.import_module("django_qstash_jobs.tasks")
+
+
+def test_a_task_raising_a_frozen_exception_keeps_its_error_and_is_not_retried(
+    tasks: ModuleType,
+) -> None:
+    # Marking the exception as recorded would raise FrozenInstanceError in its place: the
+    # task's own PermanentJobError lost, and the task run again on every attempt.
+    with override_settings(TASKS=tasks_setting(retries=3)):
+        result = tasks.refuse_frozen.enqueue()
+
+    row = JobExecution.objects.get(job_id=result.id)
+    assert (row.status, row.attempts) == (JobStatus.FAILED, 1)
+    assert row.error.startswith("FrozenRefusal")
+    failed = backend().get_result(result.id)
+    assert [error.exception_class_path for error in failed.errors] == [
+        "tests.testapp.tasks.FrozenRefusal"
+    ]
+
+
+def test_the_check_reports_a_callback_every_enqueue_would_refuse() -> None:
+    receiver_url = settings.QSTASH_JOBS["RECEIVER_URL"]
+    with override_settings(TASKS=tasks_setting(callback=receiver_url)):
+        [message] = backend().check()
+    assert message.id == "django_qstash_jobs.tasks.E002"
+    assert "RECEIVER_URL" in message.msg
+
+
+def test_a_qstash_jobs_that_is_no_dict_is_reported_once_not_raised() -> None:
+    with override_settings(TASKS=tasks_setting(), QSTASH_JOBS=["not", "a", "dict"]):
+        ids = [message.id for message in run_checks(databases=["default"])]
+    assert "django_qstash_jobs.E019" in ids

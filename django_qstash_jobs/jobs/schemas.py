@@ -41,7 +41,9 @@ class Payload(BaseModel):
 class SendEmailPayload(Payload):
     template: EmailTemplate
     to: str
-    data: dict[str, Any] = Field(default_factory=dict)
+    # validate_default: left out, it is checked as {} is, so a template's missing keys are a
+    # JobValidationError at enqueue rather than a failed job.
+    data: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     from_email: str | None = None
     reply_to: list[str] = Field(default_factory=list)
     cc: list[str] = Field(default_factory=list)

@@ -234,6 +234,29 @@ def test_a_job_delivered_before_its_transaction_commits_runs_once_committed(
     assert execution.result == {"echo": "early", "attempt": first_run}
 
 
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="SQLite's claim waits for the open transaction's lock: no delivery is answered busy",
+)
+def test_a_job_whose_transaction_outlasts_several_deliveries_runs_once_committed(
+    devserver_factory: Callable[..., DevServerProcess], live_server: Any
+) -> None:
+    # Each delivery before the commit is answered busy, never refused: refused, the job was
+    # lost once it committed (queued, for a message QStash had given up on).
+    server = devserver_factory(backoff_scale=0.05)
+    settings = qstash_settings(server.url, live_server.url, ENQUEUE_ON_COMMIT=False)
+    with override_settings(QSTASH_JOBS=settings):
+        with transaction.atomic():
+            job_id = job_dispatcher.enqueue("echo", {"message": "late"})
+            message_id = JobExecution.objects.get(job_id=job_id).message_id
+            wait_until(
+                lambda: len(events(server, messageId=message_id, state="RETRY")) >= 2,
+                what="two deliveries made before the commit",
+            )
+        execution = wait_for(job_id, JobStatus.COMPLETED)
+    assert execution.result == {"echo": "late", "attempt": 3}
+
+
 def events(server: DevServerProcess, **filters: Any) -> list[dict[str, Any]]:
     """The local QStash server's log events matching ``filters``."""
     response = requests.get(

@@ -293,6 +293,13 @@ def test_an_address_djangos_smtp_backend_refuses_is_a_validation_error_at_enqueu
     assert not JobExecution.objects.exists()
 
 
+def test_a_template_s_data_left_out_is_checked_as_an_empty_one() -> None:
+    # Left out, it was not validated at all: the job was recorded, published, and failed.
+    with pytest.raises(JobValidationError, match=r"data\.reset_url"):
+        run({"template": "passwordReset", "to": "a@example.com"})
+    assert not JobExecution.objects.exists()
+
+
 def test_an_address_longer_than_the_recipient_column_is_refused_at_enqueue() -> None:
     to = "x" * 243 + "@example.com"
     assert len(to) == EmailDelivery._meta.get_field("recipient").max_length + 1

@@ -7,6 +7,7 @@ the tests' ``tasks`` fixtures do.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from django_qstash_jobs.exceptions import PermanentJobError
@@ -20,6 +21,13 @@ except ImportError:  # Django 5.2 with the django-tasks backport
 
 class TaskBoom(Exception):
     """Raised by :func:`explode`, so that results can name a class outside builtins."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenRefusal(PermanentJobError):
+    """A frozen dataclass exception: it refuses any attribute set on it after creation."""
+
+    code: int = 7
 
 
 @task
@@ -94,3 +102,8 @@ def _aliased() -> None:
 
 
 aliased = task(_aliased)
+
+
+@task
+def refuse_frozen() -> None:
+    raise FrozenRefusal()
