@@ -235,17 +235,17 @@ def republish_pending(
     # run published left ``pending`` and need no exclusion, so this stays small.
     skipped: set[int] = set()
     refused: dict[JobExecution, PublishRefused] = {}
-    while limit is None or report.published + report.failed < limit:
+
+    def handled() -> int:
+        return report.published + report.failed + len(refused)
+
+    while limit is None or handled() < limit:
         now = timezone.now()
         unclaimed = Q(publish_claimed_at__isnull=True) | Q(publish_claimed_at__lt=now - stale_claim)
         waiting = statements.job_rows().filter(
             unclaimed, status=JobStatus.PENDING, created_at__lt=now - older_than
         )
-        size = (
-            batch_size
-            if limit is None
-            else min(batch_size, limit - report.published - report.failed)
-        )
+        size = batch_size if limit is None else min(batch_size, limit - handled())
         candidates = list(waiting.exclude(pk__in=skipped).order_by("created_at", "pk")[:size])
         if not candidates:
             break
@@ -271,7 +271,11 @@ def republish_pending(
                 # so that they cannot hold back the rows behind them, run after run.
                 refused.update(exc.refusals)
                 skipped.update(execution.pk for execution in claimed)
-                continue
+                if report.published or len(refused) < _REFUSED_BEFORE_GIVING_UP * batch_size:
+                    continue
+                # Nothing taken, batch after batch: most likely the site's own RECEIVER_URL.
+                # Trying every pending row, one request each, would not change that.
+                break
             left = len(exc.job_ids) or len(claimed)  # those of a batch sent one by one, or all
             report.failed += left
             report.published += len(claimed) - left
@@ -280,6 +284,10 @@ def republish_pending(
         report.published += len(claimed)
     _settle_refused(refused, report)
     return report
+
+
+#: Whole batches QStash may refuse, with nothing published yet, before a run gives up.
+_REFUSED_BEFORE_GIVING_UP = 3
 
 
 def _settle_refused(refused: dict[JobExecution, PublishRefused], report: RepublishReport) -> None:

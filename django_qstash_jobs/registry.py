@@ -174,26 +174,43 @@ def same_function(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
     return a is b or function_identity(a) == function_identity(b)
 
 
-def function_identity(function: object) -> str:
+def function_identity(function: object, *, depth: int = 0) -> str:
     """What tells one registered function from another, stable when its module runs again.
 
     A function is known by where it is defined, since every lambda has the same name (and a
     decorator without ``functools.wraps`` gives all its wrappers one). A bound method is known
     by its instance too, and a closure by what it captured: a factory's ``make("slack")`` and
-    ``make("audit")`` share their code. (An instance's id only has to hold within the process.)
+    ``make("audit")`` share their code. A captured function (the one a decorator wraps) is known
+    the same way, and a captured object whose repr holds its address by its type: both change
+    at every import. (An instance's id only has to hold within the process.)
     """
     code = getattr(function, "__code__", None)
     if code is None:
-        return repr(function)
+        return _stable_repr(function)
     bound_to = f":{id(function.__self__)}" if inspect.ismethod(function) else ""
     captured = []
     for cell in getattr(function, "__closure__", None) or ():
         try:
-            captured.append(repr(cell.cell_contents))
+            value = cell.cell_contents
         except ValueError:  # a cell not filled yet
             captured.append("<empty>")
+            continue
+        if getattr(value, "__code__", None) is not None and depth < _MAX_CAPTURE_DEPTH:
+            captured.append(function_identity(value, depth=depth + 1))
+        else:
+            captured.append(_stable_repr(value))
     name = getattr(function, "__qualname__", "")
     return f"{code.co_filename}:{code.co_firstlineno}:{name}{bound_to}:{captured}"
+
+
+#: How deep captured functions are followed: a decorator's wrapper, and the function it wraps.
+_MAX_CAPTURE_DEPTH = 3
+
+
+def _stable_repr(value: object) -> str:
+    text = repr(value)
+    # object.__repr__'s "<... at 0x7f...>": the address differs at every import.
+    return f"<{type(value).__module__}.{type(value).__qualname__}>" if " at 0x" in text else text
 
 
 #: The process-wide registry.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from django.core.management import call_command
@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_qstash_jobs import job_dispatcher
-from django_qstash_jobs.exceptions import EnqueueError
+from django_qstash_jobs.exceptions import EnqueueError, PublishRefused
 from django_qstash_jobs.models import JobExecution, JobStatus
 from django_qstash_jobs.outbox import republish_pending
 from django_qstash_jobs.transports.base import BaseTransport, OutgoingMessage
@@ -247,3 +247,37 @@ def test_a_failed_batch_names_every_job_it_left_pending() -> None:
     pending = JobExecution.objects.filter(status=JobStatus.PENDING)
     assert sorted(caught.value.job_ids) == sorted(pending.values_list("job_id", flat=True))
     assert len(caught.value.job_ids) == 3
+
+
+class RefusesEverything(BaseTransport):
+    """QStash refusing every message, as it does a RECEIVER_URL it will not deliver to."""
+
+    requests: ClassVar[list[int]] = []
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+        self.requests.append(len(messages))
+        raise PublishRefused("QStash refused the publish (400: destination not allowed)")
+
+    def cancel(self, message_id: str) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("limit", "tried"), [(5, 5), (None, 15)])
+def test_a_run_refused_everything_stops_at_its_limit_or_after_three_batches(
+    limit: int | None, tried: int
+) -> None:
+    for number in range(20):
+        pending = JobExecution.objects.create(job_type="echo", payload={"message": str(number)})
+        age(pending.job_id, seconds=300)
+    RefusesEverything.requests.clear()
+    settings = {
+        "TRANSPORT": f"{__name__}.RefusesEverything",
+        "RECEIVER_URL": "http://testserver/jobs/receive/",
+    }
+    with override_settings(QSTASH_JOBS=settings):
+        report = republish_pending(batch_size=5, limit=limit)
+
+    # Each batch, then each of its rows alone: trying every pending row would change nothing.
+    assert (report.published, report.failed) == (0, tried)
+    assert sum(1 for size in RefusesEverything.requests if size == 1) == tried
+    assert JobExecution.objects.filter(status=JobStatus.PENDING).count() == 20

@@ -46,9 +46,9 @@ class OutgoingSchedule:
     def body(self) -> dict[str, Any]:
         """What each firing delivers: the receiver finds the ``JobSchedule`` by this id.
 
-        The receiver reads the ``Upstash-Schedule-Id`` header QStash adds to every firing; the
-        body repeats the id (and the job type) so that QStash's logs say what a message is. The
-        payload stays on the row, so editing it needs no call to QStash.
+        The receiver reads the id here, where the signature covers it; the
+        ``Upstash-Schedule-Id`` header QStash adds to every firing may only agree. The job type
+        is for QStash's logs. The payload stays on the row, so editing it needs no call to QStash.
         """
         return {"schedule_id": self.schedule_id, "job_type": self.job_type}
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from django_qstash_jobs import (
 )
 from django_qstash_jobs.jobs import webhooks
 from django_qstash_jobs.models import JobExecution, JobStatus
+from django_qstash_jobs.registry import registry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -215,3 +218,73 @@ def test_one_method_of_two_instances_runs_for_each() -> None:
     run(JOB_TYPES.PROCESS_STRIPE_WEBHOOK, {"event_type": "invoice.paid"})
 
     assert calls == ["crm", "billing"]
+
+
+_LOGGED = """
+import functools
+from django_qstash_jobs import register_job, stripe_handler
+
+def logged(function):
+    # A wrapper that captures the function, and an object whose repr holds its address.
+    marker = object()
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        assert marker
+        return function(*args, **kwargs)
+
+    return wrapper
+"""
+
+
+def import_twice(path: Path, source: str) -> None:
+    """Run a module twice, as a second import of it (under another name, a test) does."""
+    path.write_text(_LOGGED + source)
+    for _ in range(2):
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec is not None and spec.loader is not None
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+def test_a_decorated_handler_whose_module_runs_twice_is_registered_once(tmp_path: Path) -> None:
+    import_twice(
+        tmp_path / "twice_hooks.py",
+        '@stripe_handler("twice.event")\n@logged\ndef on_event(payload, ctx):\n    pass\n',
+    )
+    assert len(webhooks.stripe_handlers.matching("stripe", "twice.event")) == 1
+
+
+def test_a_decorated_job_whose_module_runs_twice_is_no_conflict(tmp_path: Path) -> None:
+    try:
+        import_twice(
+            tmp_path / "twice_jobs.py",
+            '@register_job("twice_job")\n@logged\ndef twice_job(payload, ctx):\n    pass\n',
+        )
+        assert "twice_job" in registry
+    finally:
+        registry.unregister("twice_job")
+
+
+def test_two_handlers_behind_one_decorator_both_run() -> None:
+    def logged(function: Any) -> Any:
+        # Without functools.wraps: both wrappers have one name and one place of definition.
+        def wrapper(payload: Any, ctx: JobContext) -> None:
+            function(payload, ctx)
+
+        return wrapper
+
+    calls: list[str] = []
+
+    @webhook_handler("github", "push")
+    @logged
+    def to_slack(payload: Any, ctx: JobContext) -> None:
+        calls.append("slack")
+
+    @webhook_handler("github", "push")
+    @logged
+    def to_audit(payload: Any, ctx: JobContext) -> None:
+        calls.append("audit")
+
+    run(JOB_TYPES.PROCESS_WEBHOOK, {"source": "github", "event": "push"})
+
+    assert calls == ["slack", "audit"]
