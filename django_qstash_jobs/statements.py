@@ -249,6 +249,20 @@ def update_if_claimed(execution: JobExecution, **values: Any) -> bool:
         return bool(cursor.rowcount)
 
 
+def holds_claim(execution: JobExecution) -> bool:
+    """Whether this delivery still holds the job: the claim :func:`update_if_claimed` checks."""
+    return (
+        job_rows()
+        .filter(
+            pk=execution.pk,
+            status=JobStatus.RUNNING,
+            attempts=execution.attempts,
+            started_at=execution.started_at,
+        )
+        .exists()
+    )
+
+
 def mark_one_published(job_id: str, message_id: str, now: datetime) -> None:
     # Every enqueue outside a transaction runs this, so it is one hand-written statement: the
     # ORM spends more time compiling the equivalent CASE expression than the database executing it.

@@ -342,11 +342,9 @@ def _json_value(path: str, value: Any) -> Any:
 
 def _save_failed_attempt(execution: JobExecution, record: TaskRecord) -> None:
     # The execution path records the failure itself but not the result: keep this attempt's
-    # error and worker there, if the row is still ours (a lease taken over moved attempts on).
+    # error and worker there, if the row is still ours (see update_if_claimed).
     stored = record.as_json()
-    JobExecution.objects.filter(
-        pk=execution.pk, status=JobStatus.RUNNING, attempts=execution.attempts
-    ).update(result=stored)
+    statements.update_if_claimed(execution, result=stored)
     execution.result = stored
 
 

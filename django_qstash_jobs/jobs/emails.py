@@ -38,7 +38,7 @@ from django_qstash_jobs.context import JobContext
 from django_qstash_jobs.exceptions import EmailsNotSent, PermanentJobError
 from django_qstash_jobs.jobs.email_templates import envelope_address, render_email
 from django_qstash_jobs.jobs.schemas import SendBatchEmailsPayload, SendEmailPayload
-from django_qstash_jobs.models import EmailDelivery, EmailDeliveryStatus, JobStatus
+from django_qstash_jobs.models import EmailDelivery, EmailDeliveryStatus
 from django_qstash_jobs.registry import JOB_TYPES, register_job
 
 logger = logging.getLogger("django_qstash_jobs")
@@ -257,7 +257,7 @@ def _start(
     Written (and committed: jobs run in autocommit) before the backend is called, so a crash
     mid-send is visible to the next attempt.
     """
-    if not _holds_claim(ctx):
+    if not statements.holds_claim(ctx.execution):
         raise EmailsNotSent(
             "This delivery's lease ran out and another delivery took the job over; the emails "
             "not sent yet are that delivery's to send."
@@ -286,21 +286,6 @@ def _start(
 def _recorded(ctx: JobContext, position: int) -> EmailDelivery:
     """The email's record as another delivery, which dealt with it meanwhile, left it."""
     return EmailDelivery.objects.get(execution_id=ctx.execution.pk, position=position)
-
-
-def _holds_claim(ctx: JobContext) -> bool:
-    """Whether this delivery still holds the job, as ``statements.update_if_claimed`` checks."""
-    execution = ctx.execution
-    return (
-        statements.job_rows()
-        .filter(
-            pk=execution.pk,
-            status=JobStatus.RUNNING,
-            attempts=execution.attempts,
-            started_at=execution.started_at,
-        )
-        .exists()
-    )
 
 
 def _settle(

@@ -15,7 +15,6 @@ from django.utils import timezone
 from django_qstash_jobs import JOB_TYPES, get_job_execution_by_job_id, job_dispatcher, statements
 from django_qstash_jobs.exceptions import JobValidationError
 from django_qstash_jobs.execution import Delivery, execute
-from django_qstash_jobs.jobs import emails as email_jobs
 from django_qstash_jobs.models import EmailDelivery, EmailDeliveryStatus, JobExecution, JobStatus
 from tests.jobs.backends import FlakyBackend
 from tests.jobs.conftest import use_email_backend
@@ -267,18 +266,18 @@ def test_an_email_sent_by_a_takeover_just_after_the_claim_check_is_not_sent_agai
     # The takeover lands between this delivery's check of its claim and its write of
     # ``sending``: only the status it read keeps it from sending again.
     execution = second_attempt([email("a@example.com"), email("b@example.com")], [1])
-    real_holds_claim = email_jobs._holds_claim
+    real_holds_claim = statements.holds_claim
     checks = 0
 
-    def holds_claim_then_taken_over(ctx: Any) -> bool:
+    def holds_claim_then_taken_over(held_execution: Any) -> bool:
         nonlocal checks
         checks += 1
-        held = real_holds_claim(ctx)
+        held = real_holds_claim(held_execution)
         if checks == 2:  # This delivery's check before b@.
             redeliver(execution.job_id)
         return held
 
-    monkeypatch.setattr(email_jobs, "_holds_claim", holds_claim_then_taken_over)
+    monkeypatch.setattr(statements, "holds_claim", holds_claim_then_taken_over)
 
     execute(Delivery(job_id=execution.job_id, retried=1))
 
