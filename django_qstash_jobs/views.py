@@ -47,12 +47,14 @@ _ANSWERS: dict[Outcome, int] = {
 }
 
 
-def _answer(outcome: Outcome, job_id: str | None = None, *, retried: int = 0) -> HttpResponse:
+def _answer(
+    outcome: Outcome, job_id: str | None = None, *, first_delivery: bool = True
+) -> HttpResponse:
     response = JsonResponse({"status": outcome.value}, status=_ANSWERS[outcome])
     if outcome is Outcome.REJECTED:
         response["Upstash-NonRetryable-Error"] = "true"
     elif outcome is Outcome.BUSY:
-        retry_after = _retry_after(job_id, retried)
+        retry_after = _retry_after(job_id, first_delivery=first_delivery)
         if retry_after is not None:
             response["Retry-After"] = str(retry_after)
     return response
@@ -63,7 +65,7 @@ def _answer(outcome: Outcome, job_id: str | None = None, *, retried: int = 0) ->
 NOT_RECORDED_RETRY_SECONDS = 10
 
 
-def _retry_after(job_id: str | None, retried: int) -> int | None:
+def _retry_after(job_id: str | None, *, first_delivery: bool) -> int | None:
     """Whole seconds until the job may be free to run; None to leave it to QStash's backoff.
 
     What is left of the running delivery's lease (at least 1); a whole lease when there is no
@@ -78,7 +80,7 @@ def _retry_after(job_id: str | None, retried: int) -> int | None:
         else None
     )
     if row is None:
-        return NOT_RECORDED_RETRY_SECONDS if retried == 0 else None
+        return NOT_RECORDED_RETRY_SECONDS if first_delivery else None
     (expires,) = row
     if expires is None:
         return get_config().lease_seconds
@@ -141,7 +143,7 @@ class ReceiveView(View):
             # The traceback goes to the log only, even with DEBUG on.
             logger.exception("Executing delivery %s failed.", delivery.message_id)
             return JsonResponse({"status": "error"}, status=500)
-        return _answer(outcome, job_id, retried=delivery.retried)
+        return _answer(outcome, job_id, first_delivery=delivery.retried == 0)
 
 
 def _record_notice(notice: FailureNotice, body: bytes) -> HttpResponse:
@@ -153,7 +155,7 @@ def _record_notice(notice: FailureNotice, body: bytes) -> HttpResponse:
         logger.exception("Recording QStash's failure notice for %s failed.", notice.message_id)
         return JsonResponse({"status": "error"}, status=500)
     # A notice about a job not recorded yet waits on QStash's backoff, as a late delivery does.
-    return _answer(outcome, job_id, retried=1)
+    return _answer(outcome, job_id, first_delivery=False)
 
 
 def _delivery(request: HttpRequest, body: Any) -> Delivery | None:
