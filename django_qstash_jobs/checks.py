@@ -83,7 +83,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     minimums = {"default_retries": 0, "lease_seconds": 1, "clock_tolerance": 0, "retention_days": 1}
     for name, minimum in minimums.items():
         value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        if not _is_whole_number(value) or value < minimum:
             messages.append(
                 Error(
                     f"QSTASH_JOBS[{name.upper()!r}] must be an integer of at least {minimum}, "
@@ -92,7 +92,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 )
             )
     retries = config.default_retries
-    if isinstance(retries, int) and not isinstance(retries, bool) and retries > MAX_RETRIES:
+    if _is_whole_number(retries) and retries > MAX_RETRIES:
         messages.append(
             Error(
                 f"QSTASH_JOBS['DEFAULT_RETRIES'] is {retries}: QStash refuses more than "
