@@ -24,7 +24,6 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
-from datetime import timezone as dt_timezone
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import FieldDoesNotExist, FieldError
@@ -34,6 +33,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from django_qstash_jobs import storable
 from django_qstash_jobs.naming import snake_case
 
 if TYPE_CHECKING:
@@ -238,19 +238,7 @@ def _aware_datetime(value: Any) -> datetime:
         moment = datetime.combine(day, time.min)
     if timezone.is_naive(moment):
         moment = timezone.make_aware(moment)
-    _check_convertible_to_utc(moment, value)
-    return moment
-
-
-def _check_convertible_to_utc(moment: datetime, value: str) -> None:
-    # The database compares in UTC: 0001-01-01 east of UTC (9999-12-31 late in the day, west of
-    # it) has no UTC equivalent, and the query would fail the same way on every attempt.
-    try:
-        moment.astimezone(dt_timezone.utc)
-    except OverflowError:
-        raise ValueError(
-            f"{value!r} in time zone {moment.tzinfo} is outside the dates UTC can hold"
-        ) from None
+    return storable.moment(moment, repr(value))
 
 
 class ExportRegistry:

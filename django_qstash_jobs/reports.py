@@ -17,11 +17,11 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
-from datetime import timezone as dt_timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.utils import timezone
 
+from django_qstash_jobs import storable
 from django_qstash_jobs.registry import qualified_name, same_function
 
 if TYPE_CHECKING:
@@ -53,14 +53,7 @@ def local_midnight(day: date) -> datetime:
     compares in UTC, and a report from it would fail the same way on every attempt.
     """
     midnight = timezone.make_aware(datetime.combine(day, time.min))
-    try:
-        midnight.astimezone(dt_timezone.utc)
-    except OverflowError:
-        raise ValueError(
-            f"midnight of {day.isoformat()} in time zone {midnight.tzinfo} "
-            "is outside the dates UTC can hold"
-        ) from None
-    return midnight
+    return storable.moment(midnight, f"midnight of {day.isoformat()}")
 
 
 ReportFunction = Callable[["GenerateReportPayload", "JobContext"], Report]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -34,6 +36,21 @@ def json_value(value: Any) -> Any:
     if "\\u0000" in text and _holds_nul(stored):
         raise NotStorable("it contains a NUL character, which the database cannot store")
     return stored
+
+
+def moment(value: datetime, described: str) -> datetime:
+    """``value``, an aware date-time, if it has a UTC equivalent; else :class:`NotStorable`.
+
+    The database compares in UTC: 0001-01-01 east of UTC (9999-12-31 late in the day, west of
+    it) has none, and a query holding it would fail the same way on every attempt.
+    """
+    try:
+        value.astimezone(dt_timezone.utc)
+    except OverflowError:
+        raise NotStorable(
+            f"{described} in time zone {value.tzinfo} is outside the dates UTC can hold"
+        ) from None
+    return value
 
 
 def _holds_nul(value: Any) -> bool:
